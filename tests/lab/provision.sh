@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Provisions the real-QEMU lab on a Debian 12 machine, as root, idempotently:
+#   - QEMU 10.0.x on the host, from bookworm-backports;
+#   - QEMU 11.1.x in a debootstrap'd trixie root, from trixie-backports;
+#   - Debian's cloud kernel and a busybox initramfs for the test guest.
+# Everything lands in $CPR_LAB_CACHE (default /var/cache/cpr-qemu-lab); a second
+# run finds it there and takes seconds. Apt URIs are taken from this machine's
+# own apt configuration, never written here.
+set -euo pipefail
+
+CACHE=${CPR_LAB_CACHE:-/var/cache/cpr-qemu-lab}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$CACHE/trixie
+GUEST=$CACHE/guest
+HOST_QEMU_SERIES=10.0
+ROOT_QEMU_SERIES=11.1
+
+log() { printf 'lab: %s\n' "$*" >&2; }
+die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (apt, debootstrap and chroot need it)"
+mkdir -p "$CACHE"
+
+# The first deb822 stanza of the main Debian source that carries the named
+# suite, or a one-line "deb URI SUITE" entry: the machine's own mirror.
+debian_uri() {
+    local suite=$1 f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk -v suite="$suite" '
+            BEGIN { RS=""; FS="\n" }
+            {
+                uris=""; ok=0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { uris=$i; sub(/^URIs:[ \t]*/, "", uris) }
+                    if ($i ~ /^Suites:/) {
+                        n = split($i, s, /[ \t]+/)
+                        for (j = 2; j <= n; j++) if (s[j] == suite) ok=1
+                    }
+                }
+                if (ok && uris != "") { split(uris, u, /[ \t]+/); print u[1]; exit }
+            }' "$f"
+    done | head -n 1 | grep . && return 0
+    awk -v suite="$suite" '$1 == "deb" && $3 == suite { print $2; exit }' \
+        /etc/apt/sources.list 2>/dev/null | grep . && return 0
+    return 1
+}
+
+apt_updated=0
+apt_update_once() {
+    if [ "$apt_updated" -eq 0 ]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=1
+    fi
+}
+
+host_packages() {
+    local missing=() p
+    for p in debootstrap cpio busybox-static util-linux; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_update_once
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+host_qemu() {
+    local v
+    v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+    if [[ $v == 1:$HOST_QEMU_SERIES.* ]]; then
+        return
+    fi
+    local uri src=/etc/apt/sources.list.d/cpr-qemu-lab-backports.sources
+    uri=$(debian_uri bookworm) || die "no bookworm source found in this machine's apt configuration"
+    if [ ! -f "$src" ]; then
+        log "adding bookworm-backports (the machine's own bookworm mirror)"
+        cat >"$src" <<EOF
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+        apt_updated=0
+    fi
+    apt_update_once
+    log "installing qemu-system-x86 from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -t bookworm-backports qemu-system-x86 >/dev/null
+    v=$(dpkg-query -W -f='${Version}' qemu-system-x86)
+    [[ $v == 1:$HOST_QEMU_SERIES.* ]] || die "host QEMU is $v, expected $HOST_QEMU_SERIES.x"
+}
+
+# Runs a command in the trixie root inside a private mount namespace, so the
+# proc and /dev mounts it needs vanish with it, even if it is killed.
+in_root() {
+    unshare --mount --propagation private -- /bin/sh -ec '
+        r=$1; shift
+        mount -t proc proc "$r/proc"
+        mount --rbind /dev "$r/dev"
+        exec chroot "$r" "$@"' sh "$ROOT" "$@"
+}
+
+trixie_root() {
+    if [ -x "$ROOT/usr/bin/qemu-system-x86_64" ] &&
+        chroot "$ROOT" /usr/bin/qemu-system-x86_64 --version 2>/dev/null | grep -q "version $ROOT_QEMU_SERIES\."; then
+        return
+    fi
+    local uri tmp=$CACHE/trixie.partial
+    uri=$(debian_uri bookworm) || die "no bookworm source found in this machine's apt configuration"
+    rm -rf "$tmp"
+    log "debootstrap trixie (minbase) from the machine's own mirror"
+    debootstrap --variant=minbase trixie "$tmp" "$uri" >"$CACHE/debootstrap.log" 2>&1 ||
+        die "debootstrap failed; see $CACHE/debootstrap.log"
+    cat >"$tmp/etc/apt/sources.list" <<EOF
+deb $uri trixie main
+deb $uri trixie-backports main
+EOF
+    ROOT=$tmp in_root apt-get update -qq
+    log "installing qemu-system-x86 from trixie-backports in the root"
+    ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends -t trixie-backports qemu-system-x86 >/dev/null
+    ROOT=$tmp in_root apt-get clean
+    # Mount points used by the VM launcher: the per-VM run directory and the
+    # guest kernel and initramfs, bind-mounted in each VM's own namespace.
+    mkdir -p "$tmp/run/cpr" "$tmp/run/cpr-guest"
+    chroot "$tmp" /usr/bin/qemu-system-x86_64 --version | grep -q "version $ROOT_QEMU_SERIES\." ||
+        die "trixie root QEMU is not $ROOT_QEMU_SERIES.x"
+    rm -rf "$ROOT"
+    mv "$tmp" "$ROOT"
+}
+
+guest_kernel() {
+    [ -s "$GUEST/vmlinuz" ] && return
+    local tmp pkg
+    apt_update_once
+    pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
+    [ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64"
+    tmp=$(mktemp -d)
+    chmod 0755 "$tmp" # apt downloads as _apt
+    log "fetching guest kernel $pkg"
+    (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null)
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    mkdir -p "$GUEST"
+    cp "$tmp"/x/boot/vmlinuz-* "$GUEST/vmlinuz.partial"
+    mv "$GUEST/vmlinuz.partial" "$GUEST/vmlinuz"
+    rm -rf "$tmp"
+}
+
+# The initramfs is rebuilt whenever its /init changes.
+guest_initramfs() {
+    local want have tmp
+    want=$(sha256sum "$HERE/guest/init" | cut -d' ' -f1)
+    have=$(cat "$GUEST/initramfs.sha256" 2>/dev/null || true)
+    [ -s "$GUEST/initramfs.gz" ] && [ "$want" = "$have" ] && return
+    tmp=$(mktemp -d)
+    log "building guest initramfs"
+    mkdir -p "$tmp"/{bin,dev,proc,sys,mem}
+    cp /bin/busybox "$tmp/bin/busybox"
+    ln -s busybox "$tmp/bin/sh"
+    install -m 0755 "$HERE/guest/init" "$tmp/init"
+    mkdir -p "$GUEST"
+    (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -9) >"$GUEST/initramfs.gz.partial"
+    mv "$GUEST/initramfs.gz.partial" "$GUEST/initramfs.gz"
+    echo "$want" >"$GUEST/initramfs.sha256"
+    rm -rf "$tmp"
+}
+
+host_packages
+host_qemu
+trixie_root
+guest_kernel
+guest_initramfs
+log "ready: host $(qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), root $(chroot "$ROOT" /usr/bin/qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), cache $CACHE"

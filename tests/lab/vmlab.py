@@ -1,0 +1,417 @@
+"""Start, inspect and stop real QEMU test VMs for the cpr.qemu lab.
+
+Two QEMUs are provisioned by ``provision.sh``: 10.0 on the host and 11.1 in a
+trixie root.  A VM on the root's QEMU runs under ``chroot`` inside a private
+mount namespace made by ``unshare``; its mounts (proc, /dev, the run directory
+at /run/cpr, the guest files at /run/cpr-guest) die with the QEMU process, so
+nothing is left mounted even when a test is killed.  ``unshare``, ``sh`` and
+``chroot`` all exec, so the PID we record is QEMU's own.
+
+Every VM has a run directory ``$CPR_LAB_RUN/NAME`` (QMP socket, serial log,
+QEMU's stderr, ``vm.json``).  ``vm.json`` records the PID and its start time so
+that ``stop`` only ever kills the process the lab started.
+
+Used as a library by tests and benchmarks, and as a command by Ansible
+integration targets: ``vmlab.py start NAME [options]``, ``vmlab.py stop NAME``,
+``vmlab.py stop-all``, ``vmlab.py evidence NAME``, ``vmlab.py replace-binary NAME``.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+CACHE = os.environ.get("CPR_LAB_CACHE", "/var/cache/cpr-qemu-lab")
+RUN_BASE = os.environ.get("CPR_LAB_RUN", "/run/cpr-qemu-lab")
+ROOT = os.path.join(CACHE, "trixie")
+GUEST = os.path.join(CACHE, "guest")
+QEMU_BIN = "/usr/bin/qemu-system-x86_64"
+
+# Where a VM on the root's QEMU sees its run directory and the guest files.
+ROOT_RUN_DIR = "/run/cpr"
+ROOT_GUEST_DIR = "/run/cpr-guest"
+
+QEMUS = {"10.0": None, "11.1": ROOT}  # version series -> root (None: host)
+
+_NAMESPACE_SCRIPT = r"""
+r=$1 d=$2 g=$3; shift 3
+mount -t proc proc "$r/proc"
+mount --rbind /dev "$r/dev"
+mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
+mount --bind "$d" "$r/run/cpr"
+mount --bind -o ro "$g" "$r/run/cpr-guest"
+exec chroot "$r" "$@"
+"""
+
+
+class LabError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class VMSpec:
+    """How to start a lab VM.  Defaults give a VM ready for every CPR mode."""
+
+    name: str
+    qemu: str = "11.1"
+    mem_mb: int = 256
+    # memfd: memory-backend-memfd share=on; memfd-private: share=off;
+    # plain: -m only, QEMU's anonymous RAM.
+    ram: str = "memfd"
+    aux_ram_share: bool = True
+    machine: str = "q35"
+    sandbox_spawn_deny: bool = False
+    paused: bool = False
+    # Run a private copy of the binary from the run directory, so a test can
+    # replace it on disk while the VM runs.
+    binary_copy: bool = False
+    fill_mb: int = 8
+    extra_args: tuple = ()
+
+    def __post_init__(self):
+        if self.qemu not in QEMUS:
+            raise LabError("unknown QEMU %r, the lab has %s" % (self.qemu, ", ".join(QEMUS)))
+        if self.ram not in ("memfd", "memfd-private", "plain"):
+            raise LabError("unknown RAM kind %r" % self.ram)
+        if not re.match(r"^[A-Za-z0-9_.-]+$", self.name):
+            raise LabError("VM name %r must be letters, digits, '.', '_' or '-'" % self.name)
+
+
+def _starttime(pid):
+    """The process start time in clock ticks, or None if there is no such PID."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid, starttime):
+    return starttime is not None and _starttime(pid) == starttime
+
+
+class LabVM:
+    """One lab VM, started from a spec or found again from its run directory."""
+
+    def __init__(self, spec, record=None):
+        self.spec = spec
+        self.run_dir = os.path.join(RUN_BASE, spec.name)
+        self.qmp_socket = os.path.join(self.run_dir, "qmp.sock")
+        self.serial_log = os.path.join(self.run_dir, "serial.log")
+        self.stderr_log = os.path.join(self.run_dir, "qemu.log")
+        self.root = QEMUS[spec.qemu]
+        self.pid = record["pid"] if record else None
+        self.starttime = record["starttime"] if record else None
+        self.argv = record["argv"] if record else None
+        self._proc = None
+
+    # Paths as QEMU sees them (inside the root for the root's QEMU).
+    def _inner(self, path):
+        if self.root is None:
+            return path
+        return os.path.join(ROOT_RUN_DIR, os.path.relpath(path, self.run_dir))
+
+    def _guest_file(self, name):
+        if self.root is None:
+            return os.path.join(GUEST, name)
+        return os.path.join(ROOT_GUEST_DIR, name)
+
+    @property
+    def binary(self):
+        """The binary QEMU runs, as seen from inside its root."""
+        if self.spec.binary_copy:
+            return self._inner(os.path.join(self.run_dir, "qemu-system-x86_64"))
+        return QEMU_BIN
+
+    @property
+    def binary_on_host(self):
+        """The same binary as a path on the host."""
+        if self.root is None:
+            return self.binary
+        if self.spec.binary_copy:
+            return os.path.join(self.run_dir, "qemu-system-x86_64")
+        return self.root + QEMU_BIN
+
+    def qemu_args(self):
+        s = self.spec
+        machine = [s.machine]
+        if s.ram != "plain":
+            machine.append("memory-backend=ram0")
+        if s.aux_ram_share:
+            machine.append("aux-ram-share=on")
+        args = [
+            "-name", s.name,
+            "-nodefaults", "-display", "none", "-accel", "tcg",
+            "-m", "%dM" % s.mem_mb,
+            "-machine", ",".join(machine),
+        ]
+        if s.ram != "plain":
+            args += ["-object", "memory-backend-memfd,id=ram0,size=%dM,share=%s"
+                     % (s.mem_mb, "on" if s.ram == "memfd" else "off")]
+        args += [
+            "-kernel", self._guest_file("vmlinuz"),
+            "-initrd", self._guest_file("initramfs.gz"),
+            "-append", "console=ttyS0 quiet cprlab.fill_mb=%d" % s.fill_mb,
+            "-chardev", "file,id=ser0,path=%s,append=on" % self._inner(self.serial_log),
+            "-serial", "chardev:ser0",
+            "-qmp", "unix:%s,server=on,wait=off" % self._inner(self.qmp_socket),
+        ]
+        if s.sandbox_spawn_deny:
+            args += ["-sandbox", "on,spawn=deny"]
+        if s.paused:
+            args.append("-S")
+        return args + list(s.extra_args)
+
+    def start(self, timeout=30):
+        """Start QEMU detached (it outlives this process) and wait for its QMP socket."""
+        if os.path.exists(os.path.join(self.run_dir, "vm.json")):
+            old = load(self.spec.name)
+            if old.running():
+                raise LabError("lab VM %s already runs as PID %d" % (self.spec.name, old.pid))
+            shutil.rmtree(self.run_dir)
+        os.makedirs(self.run_dir, mode=0o700)
+        if self.spec.binary_copy:
+            src = QEMU_BIN if self.root is None else self.root + QEMU_BIN
+            shutil.copy2(src, os.path.join(self.run_dir, "qemu-system-x86_64"))
+        self.argv = [self.binary] + self.qemu_args()
+        if self.root is None:
+            cmd = self.argv
+        else:
+            cmd = ["unshare", "--mount", "--propagation", "private", "--",
+                   "/bin/sh", "-ec", _NAMESPACE_SCRIPT, "sh",
+                   self.root, self.run_dir, GUEST] + self.argv
+        with open(self.stderr_log, "ab") as err:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True, close_fds=True)
+        self.pid = self._proc.pid
+        self.starttime = _starttime(self.pid)
+        self._save()
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.qmp_socket):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                why = self.stderr()
+                self.stop()
+                raise LabError("QEMU for %s did not come up: %s" % (self.spec.name, why.strip()))
+            time.sleep(0.02)
+        return self
+
+    def _save(self):
+        record = {"spec": dataclasses.asdict(self.spec), "pid": self.pid,
+                  "starttime": self.starttime, "argv": self.argv}
+        record["spec"]["extra_args"] = list(self.spec.extra_args)
+        with open(os.path.join(self.run_dir, "vm.json"), "w") as f:
+            json.dump(record, f)
+
+    def adopt(self, pid):
+        """Record that this VM now runs as another process (after cpr-transfer)."""
+        self.pid = pid
+        self.starttime = _starttime(pid)
+        self._proc = None
+        self._save()
+
+    def running(self):
+        return self.pid is not None and _alive(self.pid, self.starttime)
+
+    def stderr(self):
+        try:
+            with open(self.stderr_log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout=10):
+        """Kill the recorded QEMU (only if it is still the process we started) and clean up."""
+        if self.running():
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.running() and time.monotonic() < deadline:
+                self._reap()
+                time.sleep(0.05)
+            if self.running():
+                os.kill(self.pid, signal.SIGKILL)
+                while self.running():
+                    self._reap()
+                    time.sleep(0.02)
+        self._reap()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _reap(self):
+        if self._proc is not None:
+            self._proc.poll()
+
+    def replace_binary(self):
+        """Replace the VM's private binary on disk, as a package upgrade does (rename over)."""
+        if not self.spec.binary_copy:
+            raise LabError("VM %s was not started with a private binary copy" % self.spec.name)
+        path = os.path.join(self.run_dir, "qemu-system-x86_64")
+        shutil.copy2(path, path + ".new")
+        os.rename(path + ".new", path)
+
+    def evidence(self):
+        with open(self.serial_log, errors="replace") as f:
+            return GuestEvidence.parse(f.read())
+
+    def wait_ticks(self, count, timeout=60):
+        """Wait until the guest has printed `count` more ticks than now."""
+        start = self.evidence().last_tick
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.evidence().last_tick >= start + count:
+                return self.evidence()
+            time.sleep(0.2)
+        raise LabError("guest %s printed no %d ticks in %ds (last tick %s); QEMU stderr: %s"
+                       % (self.spec.name, count, timeout, self.evidence().last_tick,
+                          self.stderr().strip()))
+
+    def info(self):
+        return {"name": self.spec.name, "pid": self.pid, "qemu": self.spec.qemu,
+                "qmp_socket": self.qmp_socket, "serial_log": self.serial_log,
+                "run_dir": self.run_dir, "binary": self.binary, "root": self.root or "/",
+                "binary_on_host": self.binary_on_host, "argv": self.argv}
+
+
+@dataclasses.dataclass
+class GuestEvidence:
+    """What the guest's console says about its life: boots, ticks, RAM checksums."""
+
+    boots: list
+    ticks: list  # (counter, uptime)
+    fill_sum: str
+    sums: list  # checksums printed with ticks
+
+    _BOOT = re.compile(r"^CPRLAB BOOT (\S+)")
+    _FILLED = re.compile(r"^CPRLAB FILLED \d+ md5 ([0-9a-f]+)")
+    _TICK = re.compile(r"^CPRLAB TICK (\d+) uptime ([0-9.]+)(?: md5 ([0-9a-f]+))?")
+
+    @classmethod
+    def parse(cls, text):
+        boots, ticks, sums, fill_sum = [], [], [], None
+        for line in text.splitlines():
+            line = line.strip()
+            m = cls._BOOT.match(line)
+            if m:
+                boots.append(m.group(1))
+                continue
+            m = cls._FILLED.match(line)
+            if m:
+                fill_sum = m.group(1)
+                continue
+            m = cls._TICK.match(line)
+            if m:
+                ticks.append((int(m.group(1)), float(m.group(2))))
+                if m.group(3):
+                    sums.append(m.group(3))
+        return cls(boots, ticks, fill_sum, sums)
+
+    @property
+    def last_tick(self):
+        return self.ticks[-1][0] if self.ticks else 0
+
+    def problems(self):
+        """Reasons this console does not show one continuous life; empty if it does."""
+        found = []
+        if len(self.boots) != 1:
+            found.append("%d boot markers" % len(self.boots))
+        for (n1, u1), (n2, u2) in zip(self.ticks, self.ticks[1:]):
+            if n2 != n1 + 1:
+                found.append("counter jumps from %d to %d" % (n1, n2))
+            if u2 < u1:
+                found.append("uptime goes back from %s to %s at tick %d" % (u1, u2, n2))
+        if self.fill_sum is None:
+            found.append("no RAM checksum")
+        bad = [s for s in self.sums if s != self.fill_sum]
+        if bad:
+            found.append("RAM checksum changed: %s then %s" % (self.fill_sum, bad[0]))
+        return found
+
+    def summary(self):
+        return {"boots": len(self.boots), "ticks": len(self.ticks), "last_tick": self.last_tick,
+                "last_uptime": self.ticks[-1][1] if self.ticks else None,
+                "ram_checksum": self.fill_sum, "checksums_seen": len(self.sums),
+                "problems": self.problems()}
+
+
+def load(name):
+    path = os.path.join(RUN_BASE, name, "vm.json")
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except OSError:
+        raise LabError("no lab VM named %s (no %s)" % (name, path))
+    spec = dict(record["spec"])
+    spec["extra_args"] = tuple(spec["extra_args"])
+    return LabVM(VMSpec(**spec), record)
+
+
+def all_vms():
+    if not os.path.isdir(RUN_BASE):
+        return []
+    return [load(n) for n in sorted(os.listdir(RUN_BASE))
+            if os.path.exists(os.path.join(RUN_BASE, n, "vm.json"))]
+
+
+def stop_all():
+    stopped = []
+    for vm in all_vms():
+        stopped.append(vm.spec.name)
+        vm.stop()
+    return stopped
+
+
+def _main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start", help="start a VM and print its facts as JSON")
+    s.add_argument("name")
+    s.add_argument("--qemu", default="11.1", choices=sorted(QEMUS))
+    s.add_argument("--mem-mb", type=int, default=256)
+    s.add_argument("--ram", default="memfd", choices=["memfd", "memfd-private", "plain"])
+    s.add_argument("--no-aux-ram-share", dest="aux_ram_share", action="store_false")
+    s.add_argument("--machine", default="q35")
+    s.add_argument("--sandbox-spawn-deny", action="store_true")
+    s.add_argument("--paused", action="store_true")
+    s.add_argument("--binary-copy", action="store_true")
+    s.add_argument("--fill-mb", type=int, default=8)
+    s.add_argument("--wait-ticks", type=int, default=0,
+                   help="wait until the guest has printed this many ticks")
+    for cmd in ("stop", "evidence", "replace-binary"):
+        sub.add_parser(cmd).add_argument("name")
+    sub.add_parser("stop-all")
+    a = p.parse_args(argv)
+
+    if a.cmd == "start":
+        vm = LabVM(VMSpec(a.name, qemu=a.qemu, mem_mb=a.mem_mb, ram=a.ram,
+                          aux_ram_share=a.aux_ram_share, machine=a.machine,
+                          sandbox_spawn_deny=a.sandbox_spawn_deny, paused=a.paused,
+                          binary_copy=a.binary_copy, fill_mb=a.fill_mb)).start()
+        if a.wait_ticks:
+            vm.wait_ticks(a.wait_ticks)
+        out = vm.info()
+    elif a.cmd == "stop":
+        load(a.name).stop()
+        out = {"stopped": [a.name]}
+    elif a.cmd == "stop-all":
+        out = {"stopped": stop_all()}
+    elif a.cmd == "evidence":
+        out = load(a.name).evidence().summary()
+    else:
+        vm = load(a.name)
+        vm.replace_binary()
+        out = vm.info()
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    try:
+        _main()
+    except LabError as e:
+        sys.exit("vmlab: %s" % e)
