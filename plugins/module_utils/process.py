@@ -1,0 +1,252 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A QEMU process as /proc sees it: its argv parsed, its binary, its root, its QMP sockets.
+
+Nothing here talks QMP.  Paths that QEMU was given are relative to QEMU's own
+root and working directory (it may run under chroot or in another mount
+namespace), so they are reached from the host through /proc/PID/root.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+
+# QEMU options that take no argument (qemu-options.hx entries without HAS_ARG),
+# as far as they can appear on a system emulator's command line.
+FLAG_OPTIONS = frozenset((
+    "S", "s", "nodefaults", "nographic", "daemonize", "enable-kvm", "no-reboot",
+    "no-shutdown", "snapshot", "no-user-config", "no-hpet", "no-acpi", "full-screen",
+    "no-fd-bootchk", "no-quit", "alt-grab", "ctrl-grab", "only-migratable", "preconfig",
+    "nodefconfig", "win2k-hack", "rtc-td-hack", "no-kvm", "usb", "curses", "portrait",
+    "h", "help", "version", "enable-fips", "xen-attach", "singlestep", "mem-prealloc",
+    "sdl", "no-frame", "old-param", "semihosting", "enable-sync-profile",
+))
+
+# Option keys whose values are secrets: never shown in results or logs.
+SECRET_KEYS = frozenset(("data", "password", "passwd"))
+MASK = "********"
+
+_DELETED = " (deleted)"
+
+
+def split_options(text, implied=None):
+    """Parse QEMU's ``key=value,key2=value2`` syntax (``,,`` is a literal comma).
+
+    The first element without ``=`` is stored under ``implied`` (``-machine
+    q35,...`` names the type), any later one as a flag set to ``on``.
+    Returns an ordered list of (key, value) pairs.
+    """
+    if not text:
+        return []
+    parts, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == ",":
+            if text[i + 1:i + 2] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    pairs = []
+    for n, part in enumerate(parts):
+        if "=" in part:
+            key, value = part.split("=", 1)
+        elif n == 0 and implied is not None:
+            key, value = implied, part
+        elif part:
+            key, value = part, "on"
+        else:
+            continue
+        pairs.append((key, value))
+    return pairs
+
+
+def join_options(pairs, implied=None):
+    """Inverse of split_options."""
+    out = []
+    for key, value in pairs:
+        value = value.replace(",", ",,")
+        out.append(value if key == implied and implied is not None and not out else "%s=%s" % (key, value))
+    return ",".join(out)
+
+
+def iter_options(argv):
+    """Yield (index, name, value) for each option of a QEMU argv; value is None for flags."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-") and len(arg) > 1:
+            name = arg.lstrip("-")
+            if name in FLAG_OPTIONS or i + 1 >= len(argv):
+                yield i, name, None
+                i += 1
+            else:
+                yield i, name, argv[i + 1]
+                i += 2
+        else:
+            # A bare argument is a disk image (the legacy -hda shorthand).
+            yield i, "", arg
+            i += 1
+
+
+def _on(value):
+    return value in ("on", "yes", "true", "y")
+
+
+def parse_argv(argv):
+    """What a QEMU command line says about the VM, as far as CPR cares."""
+    facts = {
+        "machine": None, "machine_options": {}, "accel": None, "sandbox": False,
+        "spawn_denied": False, "qmp_sockets": [], "memory_objects": [], "incoming": [],
+        "start_paused": False, "daemonize": False, "name": None, "vfio_devices": [],
+    }
+    sockets_by_chardev = {}
+    control_chardevs = []
+    for _i, name, value in iter_options(argv):
+        if name == "S":
+            facts["start_paused"] = True
+        elif name == "daemonize":
+            facts["daemonize"] = True
+        elif name == "enable-kvm" and not facts["accel"]:
+            facts["accel"] = "kvm"
+        elif name in ("machine", "M"):
+            for key, val in split_options(value, "type"):
+                if key == "type":
+                    facts["machine"] = val
+                elif key == "accel":
+                    facts["accel"] = facts["accel"] or val.split(":")[0]
+                else:
+                    facts["machine_options"][key] = val
+        elif name == "accel":
+            facts["accel"] = facts["accel"] or dict(split_options(value, "accel")).get("accel")
+        elif name == "sandbox":
+            opts = dict(split_options(value, "enable"))
+            facts["sandbox"] = _on(opts.get("enable", "off"))
+            facts["spawn_denied"] = facts["sandbox"] and opts.get("spawn") == "deny"
+        elif name in ("qmp", "qmp-pretty"):
+            kind, path = _socket_path(value)
+            if kind == "unix":
+                facts["qmp_sockets"].append(path)
+        elif name == "chardev":
+            opts = split_options(value, "backend")
+            d = dict(opts)
+            if d.get("backend") == "socket" and d.get("path") and d.get("id"):
+                sockets_by_chardev[d["id"]] = d["path"]
+        elif name == "mon":
+            d = dict(split_options(value, "chardev"))
+            if d.get("mode") == "control" and d.get("chardev"):
+                control_chardevs.append(d["chardev"])
+        elif name == "object":
+            d = dict(split_options(value, "qom-type"))
+            if d.get("qom-type", "").startswith("memory-backend-"):
+                facts["memory_objects"].append(d)
+        elif name == "incoming":
+            facts["incoming"].append(value)
+        elif name == "name":
+            facts["name"] = dict(split_options(value, "guest")).get("guest")
+        elif name == "device":
+            d = dict(split_options(value, "driver"))
+            if d.get("driver", "").startswith("vfio-"):
+                facts["vfio_devices"].append(d.get("id") or d.get("host") or d["driver"])
+    for chardev in control_chardevs:
+        if chardev in sockets_by_chardev:
+            facts["qmp_sockets"].append(sockets_by_chardev[chardev])
+    return facts
+
+
+def _socket_path(value):
+    """('unix', path) for a ``unix:PATH,...`` chardev address, else (kind, None)."""
+    if value.startswith("unix:"):
+        return "unix", value[5:].split(",")[0]
+    return value.split(":", 1)[0], None
+
+
+def mask_argv(argv):
+    """A copy of argv with secret values (``-object secret,data=…``, passwords) masked."""
+    out = list(argv)
+    for i, name, value in iter_options(argv):
+        if value is None or "=" not in value:
+            continue
+        pairs = split_options(value, implied="")
+        if any(key in SECRET_KEYS for key, _v in pairs):
+            out[i + 1 if name else i] = join_options(
+                [(k, MASK if k in SECRET_KEYS else v) for k, v in pairs], implied="")
+    return out
+
+
+def read_argv(pid, proc="/proc"):
+    with open("%s/%d/cmdline" % (proc, pid), "rb") as f:
+        raw = f.read()
+    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
+
+
+def binary_facts(pid, proc="/proc"):
+    """The binary a process runs: path (inside its root), root, file identity, replaced on disk.
+
+    /proc/PID/exe reads as the path in QEMU's own mount namespace, with
+    " (deleted)" appended once the file was removed or replaced (a package
+    upgrade renames a new file over it).  stat() through it reaches the very
+    file QEMU runs, deleted or not, so (dev, inode) identifies the binary.
+    """
+    base = "%s/%d" % (proc, pid)
+    exe = os.readlink(base + "/exe")
+    root = os.readlink(base + "/root")
+    deleted = exe.endswith(_DELETED)
+    if deleted:
+        exe = exe[:-len(_DELETED)]
+    path = exe
+    if root != "/" and exe.startswith(root.rstrip("/") + "/"):
+        path = exe[len(root.rstrip("/")):]
+    st = os.stat(base + "/exe")
+    return {"path": path, "root": root, "replaced_on_disk": deleted,
+            "file_id": [st.st_dev, st.st_ino]}
+
+
+def host_path(pid, path, proc="/proc"):
+    """A path as the process sees it, made reachable from here (through its root and cwd)."""
+    if not os.path.isabs(path):
+        return "%s/%d/cwd/%s" % (proc, pid, path)
+    root = os.readlink("%s/%d/root" % (proc, pid))
+    if root == "/":
+        return path
+    return "%s/%d/root%s" % (proc, pid, path)
+
+
+def is_qemu(argv, exe_name=""):
+    names = [os.path.basename(argv[0]) if argv else "", os.path.basename(exe_name)]
+    return any(re.match(r"^qemu-system-", n) for n in names)
+
+
+def discover(proc="/proc"):
+    """Every QEMU system emulator process here with a QMP UNIX socket on its command line.
+
+    Returns a list of {pid, qmp_socket (reachable from here), qmp_socket_as_given}.
+    """
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            argv = read_argv(pid, proc)
+            exe = os.readlink("%s/%d/exe" % (proc, pid))
+        except OSError:
+            continue
+        if not argv or not is_qemu(argv, exe.replace(_DELETED, "")):
+            continue
+        for sock in parse_argv(argv)["qmp_sockets"]:
+            try:
+                reachable = host_path(pid, sock, proc)
+            except OSError:
+                continue
+            found.append({"pid": pid, "qmp_socket": reachable, "qmp_socket_as_given": sock})
+    return sorted(found, key=lambda d: d["pid"])
