@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Which CPR dialects a VM's QEMU speaks, and whether the VM is ready for each, with reasons.
+
+Pure functions over the facts from vm_facts.gather() and, optionally, the
+target binary from qemu_binary.probe().  Every reason is a sentence an
+operator can act on; a dialect is ready only when it has no reasons.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+# In the order ``dialect: auto`` prefers them: an exec keeps the PID and needs
+# no second process; cpr-transfer works where exec is denied.
+DIALECTS = ("cpr-exec", "live-update", "cpr-transfer")
+
+UPGRADABLE_RUNSTATES = ("running", "paused")
+_MIGRATION_IDLE = ("none", "completed", "failed", "cancelled")
+
+
+def _version_tuple(text):
+    return tuple(int(x) for x in text.split("."))
+
+
+def speaks(facts):
+    """{dialect: how this QEMU offers it, or None}."""
+    modes = facts["migration_modes"]
+    cmds = facts["cpr_commands"]
+    seed = None
+    if "cprsave" in cmds:
+        seed = "cprsave/cprexec/cprload"
+    elif "cpr-save" in cmds:
+        seed = "cpr-save/cpr-exec/cpr-load"
+    return {
+        "cpr-exec": "migrate mode cpr-exec" if "cpr-exec" in modes and facts["cpr_exec_command"] else None,
+        "cpr-transfer": "migrate mode cpr-transfer" if "cpr-transfer" in modes else None,
+        "live-update": seed,
+    }
+
+
+def common_blockers(facts):
+    """Reasons that stop every dialect."""
+    reasons = []
+    if facts["runstate"] not in UPGRADABLE_RUNSTATES:
+        reasons.append("runstate is '%s': only a running or paused VM can be live-upgraded"
+                       % facts["runstate"])
+    if facts["xen"]:
+        reasons.append("the VM runs on Xen, which CPR does not support")
+    status = facts["migration"]["status"]
+    if status not in _MIGRATION_IDLE:
+        reasons.append("a migration is in progress (status '%s')" % status)
+    for why in facts["migration"]["blocked_reasons"]:
+        reasons.append("QEMU blocks migration: %s" % why)
+    return reasons
+
+
+def shared_ram_blockers(facts):
+    """Upstream CPR keeps guest RAM in place only if QEMU can hand it over as shared memory."""
+    reasons = []
+    for mem in facts["memory_backends"]:
+        if mem["share"]:
+            continue
+        if mem["kind"] == "memory-backend-ram" and mem["id"] == "pc.ram":
+            reasons.append(
+                "guest RAM 'pc.ram' is QEMU's private anonymous memory (started with -m and no memory "
+                "backend): start the VM with -object memory-backend-memfd,id=ID,size=SIZE,share=on "
+                "and -machine memory-backend=ID")
+        else:
+            reasons.append("memory backend '%s' (%s) has share=off: CPR needs share=on"
+                           % (mem["id"], mem["kind"]))
+    if facts["aux_ram_share"] is not True:
+        reasons.append("-machine aux-ram-share=on is not set: QEMU's auxiliary RAM (ROMs, video "
+                       "memory) would not survive the restart")
+    return reasons
+
+
+def exec_blockers(facts):
+    if facts["exec_denied"]:
+        return ["QEMU runs under -sandbox on,spawn=deny, which forbids the exec this dialect needs "
+                "(cpr-transfer starts a second process instead and still works)"]
+    return []
+
+
+def assess(facts):
+    """{dialect: {offered, ready, reasons}} and the preferred ready dialect."""
+    offered = speaks(facts)
+    common = common_blockers(facts)
+    version = facts["version"]
+    result = {}
+    for dialect in DIALECTS:
+        if not offered[dialect]:
+            if dialect == "live-update":
+                why = "QEMU %s has no cprsave or cpr-save command (not a live-update build)" % version
+            else:
+                why = "QEMU %s does not offer migration mode %s (its modes: %s)" % (
+                    version, dialect, ", ".join(facts["migration_modes"]) or "none")
+            result[dialect] = {"offered": False, "via": None, "ready": False, "reasons": [why]}
+            continue
+        reasons = list(common)
+        if dialect in ("cpr-exec", "cpr-transfer"):
+            reasons += shared_ram_blockers(facts)
+        if dialect in ("cpr-exec", "live-update"):
+            reasons += exec_blockers(facts)
+        if dialect == "live-update" and facts["memfd_alloc"] is not True:
+            reasons.append("started without -machine memfd-alloc=on: its RAM is volatile and "
+                           "%s would refuse it" % offered[dialect].split("/", maxsplit=1)[0])
+        result[dialect] = {"offered": True, "via": offered[dialect], "ready": not reasons,
+                           "reasons": reasons}
+    preferred = next((d for d in DIALECTS if result[d]["ready"]), None)
+    return result, preferred
+
+
+def assess_target(facts, target):
+    """How the VM relates to a target binary (from qemu_binary.probe())."""
+    machine = facts["machine"]
+    offers = machine["type"] in target["machine_types"]
+    same_file = list(target["file_id"]) == list(facts["binary"]["file_id"])
+    newer = _version_tuple(target["version"]) > _version_tuple(facts["version"])
+    replaced = facts["binary"]["replaced_on_disk"]
+    notes = []
+    if not offers:
+        notes.append("target QEMU %s does not offer the VM's machine type %s: the guest cannot move to it"
+                     % (target["version"], machine["type"]))
+    pin = bool(machine["alias"]) and target["machine_aliases"].get(machine["given"]) != machine["type"]
+    if pin:
+        notes.append(
+            "the VM was started with the machine alias '%s', which is %s here but %s in the target: "
+            "the new QEMU must be started with -machine %s (qemu_cprexec pins it)"
+            % (machine["given"], machine["type"],
+               target["machine_aliases"].get(machine["given"], "unknown"), machine["type"]))
+    return {
+        "path": target["path"],
+        "root": target["root"],
+        "version": target["version"],
+        "package": target["package"],
+        "offers_machine_type": offers,
+        "machine_pin_required": pin,
+        "on_target_binary": same_file and not replaced,
+        "outdated": newer or replaced,
+        "notes": notes,
+    }

@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Everything CPR needs to know about one running VM, from QMP and /proc together.
+
+``gather`` collects plain data; readiness.py judges it; ``inspect`` does both for
+one QMP socket and never raises for a VM it cannot reach: the report says why.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.cpr.qemu.plugins.module_utils import process, readiness
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
+
+_MACHINE_SUFFIX = "-machine"
+
+
+def _qom_get(conn, path, prop):
+    """A QOM property, or None where this QEMU has no such property."""
+    try:
+        return conn.execute("qom-get", {"path": path, "property": prop})
+    except QMPCommandError:
+        return None
+
+
+def _children_types(conn, path):
+    """{child name: QOM type} of a QOM container (``child<TYPE>`` entries)."""
+    try:
+        entries = conn.execute("qom-list", {"path": path})
+    except QMPCommandError:
+        return {}
+    out = {}
+    for e in entries:
+        t = e.get("type", "")
+        if t.startswith("child<") and t.endswith(">"):
+            out[e["name"]] = t[6:-1]
+    return out
+
+
+def migration_modes(schema):
+    """Values of the MigMode enum in a query-qmp-schema result (type names are mangled)."""
+    for entry in schema:
+        values = entry.get("values") or []
+        if entry.get("meta-type") == "enum" and "normal" in values and any(
+                v.startswith("cpr-") for v in values):
+            return list(values)
+    return []
+
+
+def has_member(schema, member):
+    return any(m.get("name") == member for e in schema if e.get("meta-type") == "object"
+               for m in e.get("members", []))
+
+
+def accelerator(conn, argv_accel):
+    """The accelerator in use: query-accelerators (QEMU 10.2+), else query-kvm and the argv."""
+    try:
+        return conn.execute("query-accelerators")["enabled"]
+    except QMPCommandError:
+        pass
+    if conn.execute("query-kvm").get("enabled"):
+        return "kvm"
+    return argv_accel or "tcg"
+
+
+def gather(conn):
+    """Facts about the VM behind an open QMPConnection (its peer PID is the QEMU process)."""
+    pid = conn.pid
+    argv = process.read_argv(pid)
+    parsed = process.parse_argv(argv)
+    version = conn.execute("query-version")
+    v = version["qemu"]
+    status = conn.execute("query-status")
+
+    machine_type = (_qom_get(conn, "/machine", "type") or "")
+    if machine_type.endswith(_MACHINE_SUFFIX):
+        machine_type = machine_type[:-len(_MACHINE_SUFFIX)]
+    aliases = dict((m["alias"], m["name"]) for m in conn.execute("query-machines") if m.get("alias"))
+    given = parsed["machine"]
+
+    memory = []
+    objects = _children_types(conn, "/objects")
+    for dev in conn.execute("query-memdev"):
+        memory.append({"id": dev.get("id"), "kind": objects.get(dev.get("id"), "unknown"),
+                       "share": bool(dev.get("share")), "size": dev.get("size")})
+
+    vfio = []
+    for container in ("/machine/peripheral", "/machine/peripheral-anon"):
+        vfio += [name for name, t in sorted(_children_types(conn, container).items())
+                 if t.startswith("vfio-")]
+
+    schema = conn.execute("query-qmp-schema")
+    commands = [c["name"] for c in conn.execute("query-commands")]
+    accel = accelerator(conn, parsed["accel"])
+    migrate = conn.execute("query-migrate")
+
+    return {
+        "pid": pid,
+        "name": parsed["name"],
+        "binary": process.binary_facts(pid),
+        "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
+        "package": version.get("package", "").strip(),
+        "runstate": status["status"],
+        "argv": process.mask_argv(argv),
+        "accelerator": accel,
+        "xen": accel == "xen" or machine_type.startswith("xen"),
+        "machine": {"given": given, "type": machine_type,
+                    "alias": bool(given) and given != machine_type and aliases.get(given) == machine_type},
+        "memory_backends": memory,
+        "aux_ram_share": _qom_get(conn, "/machine", "aux-ram-share"),
+        "memfd_alloc": _qom_get(conn, "/machine", "memfd-alloc"),
+        "sandbox": parsed["sandbox"],
+        "exec_denied": parsed["spawn_denied"],
+        "vfio_devices": sorted(set(vfio + parsed["vfio_devices"])),
+        "migration": {"status": migrate.get("status", "none"),
+                      "blocked_reasons": migrate.get("blocked-reasons", [])},
+        "migration_modes": migration_modes(schema),
+        "cpr_exec_command": has_member(schema, "cpr-exec-command"),
+        "cpr_commands": sorted(c for c in commands
+                               if c in ("cprsave", "cprexec", "cprload", "cpr-save", "cpr-exec", "cpr-load")),
+    }
+
+
+def inspect(address, timeout, target=None):
+    """The full report for the VM behind one QMP socket, as qemu_cpr_info returns it.
+
+    ``target`` is a probed target binary (qemu_binary.probe()) or None.  A VM
+    that cannot be inspected is reported with ``error`` and ``error_kind``.
+    """
+    try:
+        with QMPConnection(address, timeout=timeout) as conn:
+            facts = gather(conn)
+    except QMPError as e:
+        return {"qmp_socket": address, "error": e.message, "error_kind": e.kind}
+    except OSError as e:
+        # The process went away between the QMP greeting and reading /proc.
+        return {"qmp_socket": address, "error": "cannot read the QEMU process: %s" % e,
+                "error_kind": "process"}
+    facts["qmp_socket"] = address
+    facts["dialects"], facts["preferred_dialect"] = readiness.assess(facts)
+    if target is not None:
+        facts["target"] = readiness.assess_target(facts, target)
+    return facts
