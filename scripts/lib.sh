@@ -1,0 +1,58 @@
+# Shared by scripts/demo.sh and scripts/test.sh; sourced, not run.
+# Sets up, idempotently and with caches, everything the collection needs on a
+# fresh Debian 12 machine (as root): the real-QEMU lab and a Python venv.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CPR_LAB_CACHE=${CPR_LAB_CACHE:-/var/cache/cpr-qemu-lab}
+PYTHON=${PYTHON:-python3.11}
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# The venv is keyed by the requirement files, so a change to them builds a new one.
+setup_venv() {
+    local key
+    key=$(cat "$REPO/requirements.txt" "$REPO/tests/requirements.txt" | sha256sum | cut -c1-12)
+    VENV=$CPR_LAB_CACHE/venv-$key
+    if [ ! -f "$VENV/.complete" ]; then
+        say "creating Python venv $VENV"
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check \
+            -r "$REPO/requirements.txt" -r "$REPO/tests/requirements.txt"
+        touch "$VENV/.complete"
+    fi
+    export PATH="$VENV/bin:$PATH"
+}
+
+setup_lab() {
+    say "provisioning the QEMU lab"
+    bash "$REPO/tests/lab/provision.sh"
+}
+
+# ansible-test wants the collection at .../ansible_collections/cpr/qemu; the
+# checkout may live anywhere, so work on a copy of its files.
+setup_collection_tree() {
+    COLLECTIONS_DIR=$(mktemp -d /tmp/cpr-qemu-collections.XXXXXX)
+    COLLECTION=$COLLECTIONS_DIR/ansible_collections/cpr/qemu
+    mkdir -p "$COLLECTION"
+    tar -C "$REPO" --exclude=./.git --exclude=./tests/output -cf - . | tar -C "$COLLECTION" -xf -
+    export ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS_DIR
+    # ansible-test copies each integration target away from the tree; this
+    # file (passed to every target as extra vars) tells them where the lab is.
+    cat >"$COLLECTION/tests/integration/integration_config.yml" <<EOC
+---
+cpr_lab_python: $VENV/bin/python
+cpr_lab: $COLLECTION/tests/lab/vmlab.py
+cpr_lab_root: $CPR_LAB_CACHE/trixie
+cpr_lab_env:
+  CPR_LAB_CACHE: $CPR_LAB_CACHE
+EOC
+}
+
+# Stop every lab VM this run started (by recorded PID) and drop the copy.
+cleanup() {
+    if [ -n "${VENV:-}" ] && [ -x "$VENV/bin/python" ]; then
+        "$VENV/bin/python" "$REPO/tests/lab/vmlab.py" stop-all >/dev/null || true
+    fi
+    [ -n "${COLLECTIONS_DIR:-}" ] && rm -rf "$COLLECTIONS_DIR"
+}

@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _load(name):
+    with open(os.path.join(DATA, name)) as f:
+        return yaml.safe_load(f)
+
+
+ARGV_CASES = _load("argv.yml")
+
+
+@pytest.mark.parametrize("case", ARGV_CASES, ids=[c["id"] for c in ARGV_CASES])
+def test_parse_argv(case):
+    facts = process.parse_argv(case["argv"])
+    for key, want in case["facts"].items():
+        assert facts[key] == want, key
+
+
+@pytest.mark.parametrize("case", _load("mask.yml"))
+def test_mask_argv(case):
+    assert process.mask_argv(case["argv"]) == case["masked"]
+
+
+@pytest.mark.parametrize("text, implied, pairs", [
+    ("q35,aux-ram-share=on", "type", [("type", "q35"), ("aux-ram-share", "on")]),
+    ("on,spawn=deny", "enable", [("enable", "on"), ("spawn", "deny")]),
+    ("a=1,,2,b", None, [("a", "1,2"), ("b", "on")]),
+    ("", "type", []),
+])
+def test_split_options(text, implied, pairs):
+    assert process.split_options(text, implied) == pairs
+    if pairs and implied:
+        assert process.split_options(process.join_options(pairs, implied), implied) == pairs
+
+
+def _fake_proc(tmp_path, pid, argv, exe, root="/"):
+    d = tmp_path / str(pid)
+    d.mkdir()
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    os.symlink(exe, str(d / "exe"))
+    os.symlink(root, str(d / "root"))
+    return d
+
+
+def test_discover_finds_qemu_with_qmp_sockets_only(tmp_path):
+    _fake_proc(tmp_path, 10, ["/usr/bin/qemu-system-x86_64", "-qmp", "unix:/run/a.sock,server=on"],
+               "/usr/bin/qemu-system-x86_64")
+    _fake_proc(tmp_path, 11, ["/usr/bin/qemu-system-x86_64", "-nodefaults"], "/usr/bin/qemu-system-x86_64")
+    _fake_proc(tmp_path, 12, ["/usr/bin/python3", "-qmp", "unix:/run/b.sock"], "/usr/bin/python3.11")
+    # Replaced on disk: exe reads "(deleted)", argv[0] renamed by the process.
+    _fake_proc(tmp_path, 13, ["qemu-kvm-worker", "-qmp", "unix:/run/c.sock"],
+               "/usr/bin/qemu-system-x86_64 (deleted)")
+    (tmp_path / "self").mkdir()
+    found = process.discover(str(tmp_path))
+    assert [(d["pid"], d["qmp_socket"]) for d in found] == [(10, "/run/a.sock"), (13, "/run/c.sock")]
+
+
+def test_discover_reaches_sockets_of_chrooted_qemu_through_its_root(tmp_path):
+    _fake_proc(tmp_path, 20, ["/usr/bin/qemu-system-x86_64", "-qmp", "unix:/run/cpr/qmp.sock,server=on"],
+               "/srv/root/usr/bin/qemu-system-x86_64", root="/srv/root")
+    found = process.discover(str(tmp_path))
+    assert found[0]["qmp_socket"] == "%s/20/root/run/cpr/qmp.sock" % tmp_path
+    assert found[0]["qmp_socket_as_given"] == "/run/cpr/qmp.sock"
+
+
+def test_binary_facts_give_the_path_inside_the_root_and_the_file_identity(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr" / "bin").mkdir(parents=True)
+    real = root / "usr" / "bin" / "qemu-system-x86_64"
+    real.write_bytes(b"x")
+    d = tmp_path / "30"
+    d.mkdir()
+    os.symlink(str(real), str(d / "exe"))
+    os.symlink(str(root), str(d / "root"))
+    facts = process.binary_facts(30, str(tmp_path))
+    assert facts["path"] == "/usr/bin/qemu-system-x86_64"
+    assert facts["root"] == str(root)
+    assert facts["replaced_on_disk"] is False
+    assert facts["file_id"] == [os.stat(str(real)).st_dev, os.stat(str(real)).st_ino]
