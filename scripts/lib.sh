@@ -4,6 +4,8 @@
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CPR_LAB_CACHE=${CPR_LAB_CACHE:-/var/cache/cpr-qemu-lab}
+# The lab VMs of this run live here, so cleanup stops exactly those.
+export CPR_LAB_RUN=/run/cpr-qemu-lab/$(basename "$0" .sh)-$$
 PYTHON=${PYTHON:-python3.11}
 
 say() { printf '== %s\n' "$*" >&2; }
@@ -46,13 +48,17 @@ cpr_lab: $COLLECTION/tests/lab/vmlab.py
 cpr_lab_root: $CPR_LAB_CACHE/trixie
 cpr_lab_env:
   CPR_LAB_CACHE: $CPR_LAB_CACHE
+  CPR_LAB_RUN: $CPR_LAB_RUN
 EOC
 }
 
-# Stop every lab VM this run started (by recorded PID) and drop the copy.
+# Stops every lab VM this run started (by recorded PID) and removes the copy.
 cleanup() {
-    if [ -n "${VENV:-}" ] && [ -x "$VENV/bin/python" ]; then
+    if [ -n "${VENV:-}" ] && [ -d "$CPR_LAB_RUN" ]; then
         "$VENV/bin/python" "$REPO/tests/lab/vmlab.py" stop-all >/dev/null || true
+        rmdir "$CPR_LAB_RUN" 2>/dev/null || true
     fi
-    [ -n "${COLLECTIONS_DIR:-}" ] && rm -rf "$COLLECTIONS_DIR"
+    if [ -n "${COLLECTIONS_DIR:-}" ]; then
+        rm -rf "$COLLECTIONS_DIR"
+    fi
 }
