@@ -47,7 +47,7 @@ def _script(path, body, mode=0o755):
 
 @pytest.mark.parametrize("setup, message", [
     (lambda d: str(d / "nope"), "does not exist"),
-    (lambda d: str(d), "is not a regular file"),
+    (str, "is not a regular file"),
     (lambda d: _script(d / "q", "exit 0\n", 0o644), "is not executable"),
     (lambda d: _script(d / "q", "echo boom >&2; exit 3\n"), "exited with status 3: boom"),
     (lambda d: _script(d / "q", "echo hello\n"), "no 'QEMU emulator version'"),

@@ -21,9 +21,8 @@ GREETING = {"QMP": {"version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "
 class FakeQMP:
     """A UNIX socket server that greets and answers from a table; accepts one client only."""
 
-    def __init__(self, path, greeting=GREETING, answers=None, on_accept=None):
+    def __init__(self, path, answers=None, on_accept=None):
         self.path = path
-        self.greeting = greeting
         self.answers = answers or {}
         self.on_accept = on_accept
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -37,12 +36,11 @@ class FakeQMP:
         self.conn.sendall(json.dumps(obj).encode() + b"\r\n")
 
     def _serve(self):
-        self.conn, _ = self.listener.accept()
+        self.conn = self.listener.accept()[0]
         if self.on_accept:
             self.on_accept(self.conn)
             return
-        if self.greeting is not None:
-            self._send(self.greeting)
+        self._send(GREETING)
         buf = ""
         decoder = json.JSONDecoder()
         while True:
