@@ -24,7 +24,7 @@ import traceback
 
 try:
     import asyncio
-    from qemu.qmp import QMPClient, ConnectError, ExecuteError, ExecInterruptedError, EventListener
+    from qemu.qmp import QMPClient, ConnectError, ExecuteError, ExecInterruptedError, EventListener, Runstate
     from qemu.qmp.qmp_client import GreetingError, NegotiationError
     HAS_QEMU_QMP = True
     QEMU_QMP_IMPORT_ERROR = None
@@ -257,23 +257,51 @@ class QMPConnection:
         return found
 
     def wait_event(self, names, timeout):
-        """The next event named in ``names``, or None on timeout.  Other events stay for events()."""
+        """The next event named in ``names``, or None on timeout or when QEMU hangs up.
+
+        Other events stay for events().  Events QEMU sent before hanging up are
+        still returned (after an exec, QEMU's last words are in the socket).
+        """
         names = set([names] if isinstance(names, str) else names)
-        for i, ev in enumerate(self._pending):
-            if ev.get("event") in names:
-                return self._pending.pop(i)
         deadline = self._loop.time() + timeout
         while True:
+            self._pending.extend(dict(ev) for ev in self._listener.clear())
+            for i, ev in enumerate(self._pending):
+                if ev.get("event") in names:
+                    return self._pending.pop(i)
             left = deadline - self._loop.time()
-            if left <= 0:
+            if left <= 0 or not self.connected:
                 return None
-            try:
-                ev = dict(self._run(self._listener.get(), left))
-            except asyncio.TimeoutError:
-                return None
-            if ev.get("event") in names:
-                return ev
-            self._pending.append(ev)
+            self._loop.run_until_complete(self._arrival(left))
+
+    async def _arrival(self, timeout):
+        """Wait until an event arrives (kept in _pending), QEMU hangs up, or timeout."""
+        get = asyncio.ensure_future(self._listener.get())
+        hangup = asyncio.ensure_future(self._hangup())
+        done, _pending = await asyncio.wait([get, hangup], timeout=timeout,
+                                            return_when=asyncio.FIRST_COMPLETED)
+        for task in (get, hangup):
+            if task not in done:
+                task.cancel()
+        if get in done:
+            self._pending.append(dict(get.result()))
+
+    async def _hangup(self):
+        while self._client.runstate == Runstate.RUNNING:
+            await self._client.runstate_changed()
+
+    @property
+    def connected(self):
+        """False once QEMU closed the connection (it quit, or exec'd a new binary)."""
+        return self._client is not None and self._client.runstate == Runstate.RUNNING
+
+    def wait_hangup(self, timeout):
+        """Wait until QEMU closes the connection; True if it did within ``timeout``."""
+        try:
+            self._run(self._hangup(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     def close(self):
         if self._client is not None:

@@ -124,9 +124,6 @@ EOF
     ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends -t trixie-backports qemu-system-x86 >/dev/null
     ROOT=$tmp in_root apt-get clean
-    # Mount points used by the VM launcher: the per-VM run directory and the
-    # guest kernel and initramfs, bind-mounted in each VM's own namespace.
-    mkdir -p "$tmp/run/cpr" "$tmp/run/cpr-guest"
     chroot "$tmp" /usr/bin/qemu-system-x86_64 --version | grep -q "version $ROOT_QEMU_SERIES\." ||
         die "trixie root QEMU is not $ROOT_QEMU_SERIES.x"
     rm -rf "$ROOT"

@@ -1,11 +1,11 @@
 """Start, inspect and stop real QEMU test VMs for the cpr.qemu lab.
 
 Two QEMUs are provisioned by ``provision.sh``: 10.0 on the host and 11.1 in a
-trixie root.  A VM on the root's QEMU runs under ``chroot`` inside a private
-mount namespace made by ``unshare``; its mounts (proc, /dev, the run directory
-at /run/cpr, the guest files at /run/cpr-guest) die with the QEMU process, so
-nothing is left mounted even when a test is killed.  ``unshare``, ``sh`` and
-``chroot`` all exec, so the PID we record is QEMU's own.
+trixie root.  A VM on the root's QEMU runs through ``in-root.sh``: under
+``chroot`` in a private mount namespace, with the lab's run directory and the
+guest files bind-mounted at the same paths as on the host.  So every path in a
+VM's argv means the same file for both QEMUs, its mounts die with the QEMU
+process, and the PID we record is QEMU's own (every step execs).
 
 Every VM has a run directory ``$CPR_LAB_RUN/NAME`` (QMP socket, serial log,
 QEMU's stderr, ``vm.json``).  ``vm.json`` records the PID and its start time so
@@ -13,7 +13,8 @@ that ``stop`` only ever kills the process the lab started.
 
 Used as a library by tests and benchmarks, and as a command by Ansible
 integration targets: ``vmlab.py start NAME [options]``, ``vmlab.py stop NAME``,
-``vmlab.py stop-all``, ``vmlab.py evidence NAME``, ``vmlab.py replace-binary NAME``.
+``vmlab.py stop-all``, ``vmlab.py evidence NAME``, ``vmlab.py replace-binary NAME``,
+``vmlab.py launcher``.
 """
 
 import argparse
@@ -33,21 +34,15 @@ ROOT = os.path.join(CACHE, "trixie")
 GUEST = os.path.join(CACHE, "guest")
 QEMU_BIN = "/usr/bin/qemu-system-x86_64"
 
-# Where a VM on the root's QEMU sees its run directory and the guest files.
-ROOT_RUN_DIR = "/run/cpr"
-ROOT_GUEST_DIR = "/run/cpr-guest"
+IN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "in-root.sh")
 
 QEMUS = {"10.0": None, "11.1": ROOT}  # version series -> root (None: host)
 
-_NAMESPACE_SCRIPT = r"""
-r=$1 d=$2 g=$3; shift 3
-mount -t proc proc "$r/proc"
-mount --rbind /dev "$r/dev"
-mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
-mount --bind "$d" "$r/run/cpr"
-mount --bind -o ro "$g" "$r/run/cpr-guest"
-exec chroot "$r" "$@"
-"""
+
+def launcher():
+    """The argv prefix that runs a command in the trixie root with the lab's paths."""
+    os.makedirs(RUN_BASE, exist_ok=True)
+    return ["/bin/sh", IN_ROOT, ROOT, RUN_BASE, GUEST, "--"]
 
 
 class LabError(Exception):
@@ -94,7 +89,14 @@ def _starttime(pid):
 
 
 def _alive(pid, starttime):
-    return starttime is not None and _starttime(pid) == starttime
+    """Whether the process that started at ``starttime`` still runs (a zombie does not)."""
+    if starttime is None or _starttime(pid) != starttime:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class LabVM:
@@ -112,31 +114,18 @@ class LabVM:
         self.argv = record["argv"] if record else None
         self._proc = None
 
-    # Paths as QEMU sees them (inside the root for the root's QEMU).
-    def _inner(self, path):
-        if self.root is None:
-            return path
-        return os.path.join(ROOT_RUN_DIR, os.path.relpath(path, self.run_dir))
-
-    def _guest_file(self, name):
-        if self.root is None:
-            return os.path.join(GUEST, name)
-        return os.path.join(ROOT_GUEST_DIR, name)
-
     @property
     def binary(self):
         """The binary QEMU runs, as seen from inside its root."""
         if self.spec.binary_copy:
-            return self._inner(os.path.join(self.run_dir, "qemu-system-x86_64"))
+            return os.path.join(self.run_dir, "qemu-system-x86_64")
         return QEMU_BIN
 
     @property
     def binary_on_host(self):
         """The same binary as a path on the host."""
-        if self.root is None:
+        if self.root is None or self.spec.binary_copy:
             return self.binary
-        if self.spec.binary_copy:
-            return os.path.join(self.run_dir, "qemu-system-x86_64")
         return self.root + QEMU_BIN
 
     def qemu_args(self):
@@ -156,12 +145,12 @@ class LabVM:
             args += ["-object", "memory-backend-memfd,id=ram0,size=%dM,share=%s"
                      % (s.mem_mb, "on" if s.ram == "memfd" else "off")]
         args += [
-            "-kernel", self._guest_file("vmlinuz"),
-            "-initrd", self._guest_file("initramfs.gz"),
+            "-kernel", os.path.join(GUEST, "vmlinuz"),
+            "-initrd", os.path.join(GUEST, "initramfs.gz"),
             "-append", "console=ttyS0 quiet cprlab.fill_mb=%d" % s.fill_mb,
-            "-chardev", "file,id=ser0,path=%s,append=on" % self._inner(self.serial_log),
+            "-chardev", "file,id=ser0,path=%s,append=on" % self.serial_log,
             "-serial", "chardev:ser0",
-            "-qmp", "unix:%s,server=on,wait=off" % self._inner(self.qmp_socket),
+            "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
         ]
         if s.sandbox_spawn_deny:
             args += ["-sandbox", "on,spawn=deny"]
@@ -181,12 +170,7 @@ class LabVM:
             src = QEMU_BIN if self.root is None else self.root + QEMU_BIN
             shutil.copy2(src, os.path.join(self.run_dir, "qemu-system-x86_64"))
         self.argv = [self.binary] + self.qemu_args()
-        if self.root is None:
-            cmd = self.argv
-        else:
-            cmd = ["unshare", "--mount", "--propagation", "private", "--",
-                   "/bin/sh", "-ec", _NAMESPACE_SCRIPT, "sh",
-                   self.root, self.run_dir, GUEST] + self.argv
+        cmd = self.argv if self.root is None else launcher() + self.argv
         with open(self.stderr_log, "ab") as err:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
@@ -227,19 +211,40 @@ class LabVM:
         except OSError:
             return ""
 
+    def successors(self):
+        """QEMUs that took this VM over from the one the lab started (cpr-transfer starts a new
+        process): processes of QEMU whose argv names this VM's run directory."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == self.pid:
+                continue
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "qemu-system" in os.path.basename(argv[0]) and any(self.run_dir + "/" in a for a in argv):
+                found.append((int(entry), _starttime(int(entry))))
+        return found
+
     def stop(self, timeout=10):
-        """Kill the recorded QEMU (only if it is still the process we started) and clean up."""
+        """Kill the recorded QEMU and its successors (only processes still the ones seen) and clean up."""
+        victims = self.successors()
         if self.running():
-            os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.running() and time.monotonic() < deadline:
-                self._reap()
-                time.sleep(0.05)
-            if self.running():
-                os.kill(self.pid, signal.SIGKILL)
-                while self.running():
-                    self._reap()
-                    time.sleep(0.02)
+            victims.append((self.pid, self.starttime))
+        for pid, start in victims:
+            if _alive(pid, start):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(_alive(p, s) for p, s in victims) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for pid, start in victims:
+            if _alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
+        while any(_alive(p, s) for p, s in victims):
+            self._reap()
+            time.sleep(0.02)
         self._reap()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -385,6 +390,7 @@ def _main(argv=None):
     for cmd in ("stop", "evidence", "replace-binary"):
         sub.add_parser(cmd).add_argument("name")
     sub.add_parser("stop-all")
+    sub.add_parser("launcher", help="print the argv prefix that runs a command in the trixie root")
     a = p.parse_args(argv)
 
     if a.cmd == "start":
@@ -400,6 +406,8 @@ def _main(argv=None):
         out = {"stopped": [a.name]}
     elif a.cmd == "stop-all":
         out = {"stopped": stop_all()}
+    elif a.cmd == "launcher":
+        out = launcher()
     elif a.cmd == "evidence":
         out = load(a.name).evidence().summary()
     else:

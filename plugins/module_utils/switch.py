@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Steps every dialect's switch shares: finding the new QEMU, resuming it, stopping the old one.
+
+The new QEMU always starts with -S: the module resumes it with ``cont``, so
+QEMU's own RESUME event timestamps the end of the guest's pause exactly, and a
+guest that was paused before the upgrade simply stays paused.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import signal
+import time
+
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
+
+_POLL = 0.002
+
+
+class SwitchFailed(Exception):
+    """The switch did not complete.  ``guest`` says where the guest is now."""
+
+    def __init__(self, message, guest, recovered):
+        super(SwitchFailed, self).__init__(message)
+        self.message = message
+        self.guest = guest
+        self.recovered = recovered
+
+
+def starttime(pid):
+    """Start time of a process in clock ticks, or None if it does not exist (or is a zombie)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def alive(pid, start):
+    return start is not None and starttime(pid) == start
+
+
+def kill(pid, start, timeout=10.0):
+    """SIGKILL a process, only if it is still the one that started at ``start``; wait until it is gone."""
+    if not alive(pid, start):
+        return
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(pid, start) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def socket_identity(path):
+    """Which socket file is at ``path`` now: (device, inode, ctime).
+
+    The inode number alone is not enough: a filesystem may give the freed
+    number of an unlinked socket to the next one bound at the same path.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def connect_new(path, old_identity, pid_ok, deadline, qmp_timeout):
+    """Connect to the new QEMU's QMP socket once it has bound ``path`` anew.
+
+    The new QEMU unlinks and rebinds the VM's QMP path; until then the path is
+    the old socket, and a connection there would reach the old QEMU (whose
+    monitor we hold, so it would not answer) or nobody.  ``pid_ok(pid)`` must
+    accept the peer; it is also called with None on every poll and may raise
+    to say that the new QEMU is gone.  Returns the connection, or None at the
+    deadline.
+    """
+    while time.monotonic() < deadline:
+        identity = socket_identity(path)
+        if identity is not None and identity != old_identity:
+            try:
+                conn = QMPConnection(path, timeout=qmp_timeout).connect()
+            except QMPError:
+                conn = None
+            if conn is not None:
+                if pid_ok(conn.pid):
+                    return conn
+                conn.close()
+        pid_ok(None)
+        time.sleep(_POLL)
+    return None
+
+
+def resume_new(conn, runstate_before, deadline):
+    """Wait until the new QEMU has loaded the guest (paused, by -S), then resume it if it ran before.
+
+    Returns QEMU's RESUME event (None if the guest stays paused).
+    """
+    while True:
+        status = conn.execute("query-status")["status"]
+        if status == "paused":
+            break
+        if status not in ("inmigrate", "prelaunch"):
+            raise QMPError("runstate", "the new QEMU is in runstate '%s' instead of loading the guest" % status)
+        if time.monotonic() > deadline:
+            raise QMPError("timeout", "the new QEMU did not finish loading the guest in time")
+        time.sleep(_POLL)
+    migrated = conn.execute("query-migrate").get("status")
+    if migrated != "completed":
+        raise QMPError("migration", "the new QEMU reports incoming migration '%s', not completed" % migrated)
+    if runstate_before != "running":
+        return None
+    conn.execute("cont")
+    resume = conn.wait_event("RESUME", max(1.0, deadline - time.monotonic()))
+    if resume is None:
+        raise QMPError("timeout", "the new QEMU accepted cont but sent no RESUME event")
+    return resume
+
+
+def wait_migration(conn, deadline):
+    """Follow the old QEMU's MIGRATION events to an end state; return (status, STOP event)."""
+    stop = None
+    status = None
+    while status not in ("completed", "failed", "cancelled"):
+        ev = conn.wait_event(["STOP", "MIGRATION"], max(0.0, deadline - time.monotonic()))
+        if ev is None:
+            break
+        if ev["event"] == "STOP":
+            stop = ev
+        else:
+            status = ev["data"]["status"]
+    return status, stop
+
+
+def migration_error(conn):
+    try:
+        info = conn.execute("query-migrate")
+    except QMPError as e:
+        return str(e)
+    return info.get("error-desc") or "status %s" % info.get("status")
+
+
+def resume_old(conn, runstate_before):
+    """Make sure the guest runs again on the old QEMU after a failed switch.  Returns its runstate."""
+    status = conn.execute("query-status")["status"]
+    if runstate_before == "running" and status != "running":
+        conn.execute("cont")
+        status = conn.execute("query-status")["status"]
+    return status
+
+
+def pause_ms(stop, resume):
+    if stop is None or resume is None:
+        return None
+    return round((event_time(resume) - event_time(stop)) * 1000.0, 1)

@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A live upgrade in three steps, one per module, for every dialect.
+
+- ``prepare`` (qemu_cprsave): every check, the per-VM lock, QEMU armed.  The
+  guest keeps running.
+- ``switch`` (qemu_cprexec): checks again, then pause, hand-over and resume, all
+  in this one call, so no guest ever waits paused for the next Ansible task.
+  A failure is rolled back where QEMU allows it.
+- ``verify`` (qemu_cprload): the guest runs the new binary in the state it had;
+  the lock is released; the pause is reported.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import time
+
+from ansible_collections.cpr.qemu.plugins.module_utils import (
+    cpr_exec, cpr_transfer, process, qemu_binary, readiness, session as sessions, validation, vm_facts)
+from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
+
+DIALECTS = {cpr_exec.MODE: cpr_exec, cpr_transfer.MODE: cpr_transfer}
+
+
+class UpgradeError(Exception):
+    """A step failed.  ``details`` go into the module result (where the guest is, for one)."""
+
+    def __init__(self, message, **details):
+        super(UpgradeError, self).__init__(message)
+        self.message = message
+        self.details = details
+
+
+def _label(facts, qmp_socket):
+    return "VM %s (%s)" % (facts.get("name") or "?", qmp_socket)
+
+
+def _connect(qmp_socket, timeout, label=None):
+    try:
+        return QMPConnection(qmp_socket, timeout=timeout).connect()
+    except QMPError as e:
+        raise UpgradeError("%s: %s" % (label or qmp_socket, e.message), error_kind=e.kind)
+
+
+def _qmp_socket_as_given(pid, argv, path):
+    """The VM's QMP socket path as its QEMU was given it, matching the path we connected to."""
+    for sock in process.parse_argv(argv)["qmp_sockets"]:
+        try:
+            if os.path.samefile(process.host_path(pid, sock), path):
+                return sock
+        except OSError:
+            continue
+    return None
+
+
+def _choose(dialect, facts, label):
+    dialects, preferred = readiness.assess(facts)
+    if dialect == "auto":
+        upstream = [d for d in (cpr_exec.MODE, cpr_transfer.MODE) if dialects[d]["ready"]]
+        if upstream:
+            return upstream[0]
+        reasons = ["%s: %s" % (d, "; ".join(v["reasons"])) for d, v in sorted(dialects.items())]
+        raise UpgradeError("%s cannot be live-upgraded: %s" % (label, " | ".join(reasons)))
+    if dialect not in DIALECTS:
+        raise UpgradeError("%s: dialect %s is not supported by these modules yet" % (label, dialect))
+    if not dialects[dialect]["ready"]:
+        raise UpgradeError("%s is not ready for %s: %s (dialects ready: %s)"
+                           % (label, dialect, "; ".join(dialects[dialect]["reasons"]),
+                              preferred and ", ".join(d for d in dialects if dialects[d]["ready"]) or "none"))
+    return dialect
+
+
+def _binary_root(dialect, pid, new_root):
+    """Where the new binary is looked up: cpr-exec execs inside QEMU's own root."""
+    if dialect == cpr_exec.MODE:
+        return "/proc/%d/root" % pid
+    return new_root or "/"
+
+
+def _probe(path, root, facts, label):
+    try:
+        target = qemu_binary.probe(path, root)
+    except qemu_binary.BinaryError as e:
+        raise UpgradeError("%s: %s" % (label, e))
+    if facts["machine"]["type"] not in target["machine_types"]:
+        raise UpgradeError("%s: the new QEMU %s (%s) does not offer the VM's machine type %s"
+                           % (label, path, target["version"], facts["machine"]["type"]))
+    return target
+
+
+def _check_new_argv(argv, facts, qmp_as_given, label):
+    problems = validation.check_argv(argv, facts, qmp_as_given)
+    if problems:
+        raise UpgradeError("%s: the new QEMU's argv would not take the guest over: %s"
+                           % (label, "; ".join(problems)))
+
+
+def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None, state_dir=None,
+            timeout=5.0, check_mode=False):
+    """qemu_cprsave: check everything, lock the VM, arm QEMU.  Returns (changed, session, msg)."""
+    conn = _connect(qmp_socket, timeout)
+    try:
+        facts = vm_facts.gather(conn)
+        label = _label(facts, qmp_socket)
+        pid = facts["pid"]
+        argv = process.read_argv(pid)
+        chosen = _choose(dialect, facts, label)
+        root = _binary_root(chosen, pid, new_root)
+        target = _probe(new_binary, root, facts, label)
+        base = {"vm": label, "qmp_socket_host": qmp_socket, "pid": pid, "dialect": chosen,
+                "old_version": facts["version"], "new_version": target["version"],
+                "new_binary": new_binary, "check_mode": check_mode}
+        if target["file_id"] == facts["binary"]["file_id"] and not facts["binary"]["replaced_on_disk"]:
+            base["noop"] = True
+            return False, base, "%s already runs %s (QEMU %s)" % (label, new_binary, facts["version"])
+
+        qmp_as_given = _qmp_socket_as_given(pid, argv, qmp_socket)
+        if qmp_as_given is None:
+            raise UpgradeError("%s: %s is not a QMP socket on QEMU's command line; the new QEMU could not "
+                               "recreate it" % (label, qmp_socket))
+        new_argv = validation.derive_argv(argv, new_binary, facts["machine"]["type"])
+        _check_new_argv(new_argv, facts, qmp_as_given, label)
+
+        state_dir = state_dir or validation.state_dir_for(qmp_as_given)
+        state_dir_host = process.host_path(pid, state_dir)
+        uid = os.stat("/proc/%d" % pid).st_uid
+        s = dict(base, token=sessions.new_token(), started=time.time(), step="saved",
+                 qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid,
+                 runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
+                 new_root=root, new_binary_file_id=target["file_id"], machine_type=facts["machine"]["type"],
+                 new_argv=new_argv, state_dir=state_dir, state_dir_host=state_dir_host,
+                 state_file=os.path.join(state_dir, "state"),
+                 main_socket=os.path.join(state_dir, "main.sock"),
+                 cpr_socket=os.path.join(state_dir, "cpr.sock"),
+                 launcher=list(launcher) if launcher else (
+                     ["chroot", new_root] if new_root and new_root != "/" else []))
+        if check_mode:
+            if not os.path.isdir(state_dir_host) and not os.path.isdir(os.path.dirname(state_dir_host)):
+                raise UpgradeError("%s: the parent of state directory %s does not exist" % (label, state_dir))
+            return True, s, "%s would be upgraded from QEMU %s to %s by %s" % (
+                label, facts["version"], target["version"], chosen)
+        try:
+            validation.ensure_private_dir(state_dir_host, uid)
+            sessions.acquire(state_dir_host, s)
+        except (validation.ValidationError, sessions.LockError) as e:
+            raise UpgradeError("%s: %s" % (label, e))
+        try:
+            DIALECTS[chosen].arm(conn, s)
+        except QMPError as e:
+            sessions.release(state_dir_host)
+            raise UpgradeError("%s: arming QEMU for %s failed: %s" % (label, chosen, e))
+        return True, s, "%s is checked, locked and armed for %s to QEMU %s" % (label, chosen, target["version"])
+    finally:
+        conn.close()
+
+
+def _locked(given):
+    try:
+        return sessions.load(given)
+    except sessions.LockError as e:
+        raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e))
+
+
+def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False):
+    """qemu_cprexec: re-check, then pause, hand the guest over and resume it.  Returns (changed, session, msg)."""
+    if given.get("noop"):
+        return False, given, "%s already runs %s" % (given.get("vm"), given.get("new_binary"))
+    if given.get("check_mode"):
+        s = dict(given)
+        if argv:
+            s["new_argv"] = list(argv)
+        return True, s, "%s would switch to %s by %s" % (s["vm"], s["new_binary"], s["dialect"])
+    s = _locked(given)
+    label, dialect = s["vm"], DIALECTS[s["dialect"]]
+    if s["step"] != "saved":
+        raise UpgradeError("%s: this session is at step '%s', not 'saved'" % (label, s["step"]))
+    if not common.alive(s["pid"], s["pid_starttime"]):
+        sessions.release(s["state_dir_host"])
+        raise UpgradeError("%s: QEMU PID %d exited since qemu_cprsave; nothing was changed" % (label, s["pid"]))
+
+    conn = _connect(s["qmp_socket_host"], timeout, label)
+    try:
+        if conn.pid != s["pid"]:
+            raise UpgradeError("%s: the QMP socket now belongs to PID %d, not %d" % (label, conn.pid, s["pid"]))
+        # Everything that can be checked is checked again, right before the pause.
+        facts = vm_facts.gather(conn)
+        ready = readiness.assess(facts)[0][s["dialect"]]
+        if not ready["ready"]:
+            raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
+        new_argv = list(argv) if argv else s["new_argv"]
+        target = _probe(new_argv[0], s["new_root"], facts, label)
+        _check_new_argv(new_argv, facts, s["qmp_socket"], label)
+        changed_argv = new_argv != s["new_argv"]
+        s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
+                 new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])
+        if changed_argv or not dialect.is_armed(conn, s):
+            dialect.arm(conn, s)
+        if s["dialect"] == cpr_exec.MODE:
+            validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
+        s["step"] = "switching"
+        sessions.update(s["state_dir_host"], s)
+        try:
+            outcome = dialect.switch(conn, s, switch_timeout, timeout)
+        except common.SwitchFailed as e:
+            if e.recovered:
+                try:
+                    dialect.disarm(conn)
+                except QMPError:
+                    pass
+                sessions.release(s["state_dir_host"])
+            else:
+                s.update(step="failed", failure=e.message)
+                sessions.update(s["state_dir_host"], s)
+            raise UpgradeError(e.message, guest=e.guest, recovered=e.recovered)
+    except (validation.ValidationError, QMPError) as e:
+        raise UpgradeError("%s: %s" % (label, e))
+    finally:
+        conn.close()
+
+    stop, resume = outcome["stop"], outcome["resume"]
+    new_pid = outcome["new_pid"]
+    # Paths reached through the old QEMU's /proc entry die with it (cpr-transfer).
+    s.update(state_dir_host=process.host_path(new_pid, s["state_dir"]),
+             qmp_socket_host=process.host_path(new_pid, s["qmp_socket"]))
+    s.update(step="switched", new_pid=new_pid, new_pid_starttime=outcome["new_pid_starttime"],
+             stop_time=event_time(stop) if stop else None, resume_time=event_time(resume) if resume else None,
+             pause_ms=common.pause_ms(stop, resume))
+    sessions.update(s["state_dir_host"], s)
+    return True, s, "%s switched to QEMU %s (PID %d) by %s%s" % (
+        label, s["new_version"], s["new_pid"], s["dialect"],
+        ", guest paused %.1f ms" % s["pause_ms"] if s["pause_ms"] is not None else ", guest stays paused")
+
+
+def verify(given, timeout=5.0, check_mode=False):
+    """qemu_cprload: check the guest on the new QEMU, release the lock.  Returns (changed, result, msg)."""
+    if given.get("noop"):
+        return False, {"dialect": given.get("dialect"), "old_version": given.get("old_version"),
+                       "new_version": given.get("new_version"), "old_pid": given.get("pid"),
+                       "new_pid": given.get("pid"), "pause_ms": None}, \
+            "%s already runs %s" % (given.get("vm"), given.get("new_binary"))
+    if given.get("check_mode"):
+        return True, {"dialect": given.get("dialect")}, "%s would be verified on QEMU %s" % (
+            given.get("vm"), given.get("new_version"))
+    s = _locked(given)
+    label = s["vm"]
+    if s["step"] != "switched":
+        raise UpgradeError("%s: this session is at step '%s': qemu_cprexec has not switched the VM%s"
+                           % (label, s["step"], " (%s)" % s["failure"] if s.get("failure") else ""))
+    new_pid = s["new_pid"]
+    conn = _connect(s["qmp_socket_host"], timeout, label)
+    changed = False
+    try:
+        facts = vm_facts.gather(conn)
+        problems = []
+        if conn.pid != new_pid:
+            problems.append("the QMP socket belongs to PID %d, not the new QEMU's %d" % (conn.pid, new_pid))
+        if facts["binary"]["file_id"] != s["new_binary_file_id"]:
+            problems.append("QEMU runs %s, not the new binary %s" % (facts["binary"]["path"], s["new_binary"]))
+        if facts["version"] != s["new_version"]:
+            problems.append("QEMU reports version %s, not %s" % (facts["version"], s["new_version"]))
+        if facts["migration"]["status"] != "completed":
+            problems.append("incoming migration is '%s', not completed" % facts["migration"]["status"])
+        runstate = facts["runstate"]
+        if s["runstate_before"] == "running" and runstate == "paused" and not check_mode:
+            conn.execute("cont")
+            runstate = conn.execute("query-status")["status"]
+            changed = True
+        if runstate != s["runstate_before"]:
+            problems.append("the guest is %s, it was %s before the upgrade" % (runstate, s["runstate_before"]))
+        if problems:
+            raise UpgradeError("%s: the upgrade is not verified: %s. The lock %s is kept until this is resolved"
+                               % (label, "; ".join(problems), sessions.lock_path(s["state_dir_host"])))
+    except QMPError as e:
+        raise UpgradeError("%s: %s" % (label, e))
+    finally:
+        conn.close()
+    result = {"dialect": s["dialect"], "old_version": s["old_version"], "new_version": s["new_version"],
+              "old_pid": s["pid"], "new_pid": new_pid, "pause_ms": s["pause_ms"], "runstate": runstate,
+              "new_binary": s["new_binary"]}
+    if not check_mode:
+        # The device state file has served; the new QEMU's log stays (it still writes to it).
+        state_file = os.path.join(s["state_dir_host"], os.path.basename(s["state_file"]))
+        if os.path.lexists(state_file):
+            os.unlink(state_file)
+        sessions.release(s["state_dir_host"])
+        changed = True
+    return changed, result, "%s runs QEMU %s (PID %d), %s; guest paused %s" % (
+        label, s["new_version"], new_pid, runstate,
+        "%.1f ms" % s["pause_ms"] if s["pause_ms"] is not None else "throughout (it was paused before)")

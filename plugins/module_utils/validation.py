@@ -1,0 +1,191 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Validation of what a live upgrade hands to the new QEMU: its argv and its state directory.
+
+Everything here runs before the guest is paused.  A new QEMU that cannot take
+the guest over either loses it (cpr-exec) or forces a rollback (cpr-transfer),
+so each rule below is one of the ways that happens on real QEMU.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import os
+import re
+import stat
+
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+
+# Options the modules own: they add -incoming (and -S) themselves, and a
+# re-exec'd or re-spawned QEMU must not fork away from the PID we track.
+OWNED_OPTIONS = {
+    "incoming": "the modules add -incoming themselves",
+    "S": "the modules decide whether the new QEMU starts paused",
+    "daemonize": "-daemonize would fork the new QEMU away from the PID the modules track",
+}
+
+STATE_DIR_NAME = "cpr-state"
+MIN_FREE_BYTES = 16 * 1024 * 1024
+
+_SIZE = re.compile(r"^(\d+)([kKmMgGtT]?)[bB]?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ValidationError(Exception):
+    pass
+
+
+def parse_size(text):
+    """Bytes of a QEMU size (``256M``, ``1G``, ``268435456``), or None if unparseable."""
+    m = _SIZE.match(str(text).strip())
+    if not m:
+        return None
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def strip_options(argv, names):
+    """argv without the named options (and their values)."""
+    drop = set()
+    for i, name, value in process.iter_options(argv):
+        if name in names:
+            drop.add(i)
+            if value is not None:
+                drop.add(i + 1)
+    return [a for i, a in enumerate(argv) if i not in drop]
+
+
+def pin_machine(argv, machine_type):
+    """argv with the first -machine/-M type replaced by ``machine_type`` (added if absent)."""
+    out = list(argv)
+    for i, name, value in process.iter_options(argv):
+        if name in ("machine", "M"):
+            pairs = process.split_options(value, "type")
+            pairs = [(k, machine_type if k == "type" else v) for k, v in pairs]
+            if "type" not in dict(pairs):
+                pairs.insert(0, ("type", machine_type))
+            out[i + 1] = process.join_options(pairs, "type")
+            return out
+    return out[:1] + ["-machine", machine_type] + out[1:]
+
+
+def derive_argv(old_argv, new_binary, machine_type):
+    """The new QEMU's argv by default: the VM's own, on the new binary, machine type pinned."""
+    argv = strip_options(old_argv, OWNED_OPTIONS)
+    argv[0] = new_binary
+    return pin_machine(argv, machine_type)
+
+
+def check_argv(argv, facts, qmp_socket):
+    """Problems that would keep a QEMU started with ``argv`` from taking over this VM.
+
+    ``facts`` are the VM's (vm_facts.gather); ``qmp_socket`` is the QMP socket
+    path as the VM's QEMU was given it.
+    """
+    problems = []
+    if not argv or not os.path.isabs(argv[0]):
+        return ["the new argv must start with the absolute path of the new QEMU binary"]
+    parsed = process.parse_argv(argv)
+    for _i, name, _value in process.iter_options(argv):
+        if name in OWNED_OPTIONS:
+            problems.append("the new argv must not contain -%s: %s" % (name, OWNED_OPTIONS[name]))
+
+    machine = facts["machine"]["type"]
+    if parsed["machine"] != machine:
+        problems.append("the new argv's machine type is %s, the VM runs %s: pass -machine %s"
+                        % (parsed["machine"] or "the default", machine, machine))
+    opts = parsed["machine_options"]
+    old_opts = process.parse_argv(facts["argv"])["machine_options"]
+    if opts.get("memory-backend") != old_opts.get("memory-backend"):
+        problems.append("the new argv's -machine memory-backend=%s differs from the VM's %s"
+                        % (opts.get("memory-backend"), old_opts.get("memory-backend")))
+    if opts.get("aux-ram-share") != "on":
+        problems.append("the new argv lacks -machine aux-ram-share=on")
+
+    objects = dict((o.get("id"), o) for o in parsed["memory_objects"])
+    for mem in facts["memory_backends"]:
+        obj = objects.get(mem["id"])
+        if obj is None:
+            problems.append("the new argv has no memory backend '%s' (%s): the new QEMU could not find "
+                            "the guest's RAM" % (mem["id"], mem["kind"]))
+            continue
+        if obj.get("qom-type") != mem["kind"]:
+            problems.append("memory backend '%s' is %s in the new argv, %s in the VM"
+                            % (mem["id"], obj.get("qom-type"), mem["kind"]))
+        if obj.get("share") != "on":
+            problems.append("memory backend '%s' lacks share=on in the new argv" % mem["id"])
+        size = parse_size(obj.get("size", ""))
+        if size != mem["size"]:
+            problems.append("memory backend '%s' has size %s in the new argv, %d bytes in the VM"
+                            % (mem["id"], obj.get("size"), mem["size"]))
+    if qmp_socket not in parsed["qmp_sockets"]:
+        problems.append("the new argv must keep the QMP socket %s, so the VM stays reachable at the "
+                        "same path" % qmp_socket)
+    return problems
+
+
+def state_dir_for(qmp_socket):
+    """The default state directory (as QEMU sees it): beside the VM's QMP socket.
+
+    Both the old and the new QEMU must reach the QMP socket's directory at the
+    same path anyway, which is what the cpr-transfer sockets and the cpr-exec
+    state file need too.
+    """
+    return os.path.join(os.path.dirname(qmp_socket), STATE_DIR_NAME)
+
+
+def ensure_private_dir(path, uid):
+    """Create ``path`` (mode 0700, owner ``uid``) or check that it is such a directory.
+
+    Refuses a symlink, another owner, and any group or world access: what QEMU
+    reads from here decides what the new QEMU becomes.
+    """
+    try:
+        os.mkdir(path, 0o700)
+        os.chown(path, uid, -1)
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise ValidationError("cannot create state directory %s: %s" % (path, e.strerror))
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ValidationError("state directory %s is not a directory (a symlink?)" % path)
+    if st.st_uid not in (0, uid):
+        raise ValidationError("state directory %s belongs to uid %d, not root or QEMU's uid %d"
+                              % (path, st.st_uid, uid))
+    if st.st_mode & 0o077:
+        raise ValidationError("state directory %s has mode %o: it must be 0700"
+                              % (path, stat.S_IMODE(st.st_mode)))
+    vfs = os.statvfs(path)
+    if vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES:
+        raise ValidationError("state directory %s has less than %d MiB free"
+                              % (path, MIN_FREE_BYTES >> 20))
+
+
+def create_private_file(path, uid):
+    """Create an empty file, mode 0600, owner ``uid``; an old one is replaced.  Never follows symlinks."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise ValidationError("%s exists and is not a regular file" % path)
+        os.unlink(path)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchown(fd, uid, -1)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_socket(path):
+    """Remove a leftover UNIX socket file; refuse anything else at that path."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ValidationError("%s exists and is not a socket" % path)
+    os.unlink(path)

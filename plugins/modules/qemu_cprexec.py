@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: qemu_cprexec
+short_description: Switch a running VM to the new QEMU binary (step 2 of 3)
+version_added: 0.1.0
+description:
+  - Second of three steps, after M(cpr.qemu.qemu_cprsave). Checks the VM and the new QEMU again, then
+    pauses the guest, hands it to the new binary and resumes it, all within this one task, so no guest
+    waits paused for the next Ansible task.
+  - C(cpr-exec) migrates to a state file in the session's private state directory; QEMU exec's the new
+    binary in the same process (same PID).
+  - C(cpr-transfer) starts the new QEMU detached (it outlives this module, the SSH connection and
+    Ansible) with its main and cpr channels on private UNIX sockets, migrates, resumes the new QEMU,
+    then stops the old one.
+  - The new QEMU starts paused (C(-S)) and is resumed by this module only if the guest was running, so
+    the pause is measured from QEMU's own event timestamps and a paused guest stays paused.
+  - If the switch fails and QEMU allows it, the guest is resumed on the old QEMU and the lock is
+    released; RV(guest) says where the guest runs. Where it does not, the module fails with the
+    recovery steps in RV(msg) and keeps the lock.
+author:
+  - cpr.qemu contributors (@cpr-qemu)
+extends_documentation_fragment:
+  - cpr.qemu.qmp
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would happen; the guest is not touched.
+  diff_mode:
+    support: none
+    description: The changes are to running processes, not to files.
+options:
+  session:
+    description:
+      - The RV(cpr.qemu.qemu_cprsave#module:session) that M(cpr.qemu.qemu_cprsave) returned.
+    type: dict
+    required: true
+  argv:
+    description:
+      - The new QEMU's full argv, starting with the new binary, instead of the one the session derived
+        (the VM's own argv on the new binary, machine type pinned to its versioned name).
+      - Validated like the derived one. Must not contain C(-incoming), C(-S) or C(-daemonize), since
+        the module adds what the dialect needs.
+    type: list
+    elements: str
+  switch_timeout:
+    description:
+      - Seconds the switch may take from the pause to the guest running on the new QEMU before it is
+        rolled back (or, where it cannot be, reported).
+    type: float
+    default: 60.0
+seealso:
+  - module: cpr.qemu.qemu_cprsave
+  - module: cpr.qemu.qemu_cprload
+"""
+
+EXAMPLES = r"""
+- name: Switch to the new binary
+  cpr.qemu.qemu_cprexec:
+    session: "{{ cpr_save.session }}"
+  register: cpr_exec
+
+- name: Switch with an argv of our own (for example a new device option)
+  cpr.qemu.qemu_cprexec:
+    session: "{{ cpr_save.session }}"
+    argv: "{{ cpr_save.session.new_argv + ['-msg', 'timestamp=on'] }}"
+"""
+
+RETURN = r"""
+session:
+  description: The session, input of M(cpr.qemu.qemu_cprload), now with the new QEMU's PID and the pause.
+  returned: success
+  type: dict
+  contains:
+    new_pid:
+      description: PID of the new QEMU (the same as before for C(cpr-exec)).
+      type: int
+    pause_ms:
+      description: >-
+        Milliseconds from the old QEMU's C(STOP) event to the new QEMU's C(RESUME) event; null if the
+        guest was paused before and stays paused.
+      type: float
+    step:
+      description: V(switched).
+      type: str
+pause_ms:
+  description: The guest's pause in milliseconds (see RV(session.pause_ms)).
+  returned: success
+  type: float
+  sample: 12.4
+new_pid:
+  description: PID of the QEMU that runs the guest now.
+  returned: success
+  type: int
+guest:
+  description: Where the guest is after a failed switch.
+  returned: failure after the checks
+  type: str
+  sample: old QEMU, PID 4242, running
+recovered:
+  description: Whether a failed switch left the guest running (or paused, as before) on the old QEMU.
+  returned: failure after the checks
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.cpr.qemu.plugins.module_utils import session, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            session=dict(type="dict", required=True),
+            argv=dict(type="list", elements="str", no_log=True),
+            switch_timeout=dict(type="float", default=60.0),
+            timeout=dict(type="float", default=5.0),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_QEMU_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
+    p = module.params
+    try:
+        changed, s, msg = upgrade.switch(p["session"], argv=p["argv"], timeout=p["timeout"],
+                                         switch_timeout=p["switch_timeout"], check_mode=module.check_mode)
+    except upgrade.UpgradeError as e:
+        module.fail_json(msg=e.message, **e.details)
+    module.exit_json(changed=changed, msg=msg, session=session.public(s), pause_ms=s.get("pause_ms"),
+                     new_pid=s.get("new_pid", s.get("pid")))
+
+
+if __name__ == "__main__":
+    main()
