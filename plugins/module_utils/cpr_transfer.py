@@ -146,16 +146,20 @@ def switch(conn, session, timeout, qmp_timeout):
             rollback("the new QEMU exited while loading the guest (status %s)" % proc.returncode)
         return peer == proc.pid
 
-    new = common.connect_new(process.host_path(proc.pid, session["qmp_socket"]), old_identity, new_alive,
-                             deadline, qmp_timeout)
-    if new is None:
-        rollback("the new QEMU opened no QMP socket in %ss" % timeout)
+    # Until the new QEMU runs the guest, any failure, expected or not, rolls back.
     try:
-        resume = common.resume_new(new, session["runstate_before"], deadline)
-    except QMPError as e:
-        new.close()
+        new = common.connect_new(process.host_path(proc.pid, session["qmp_socket"]), old_identity, new_alive,
+                                 deadline, qmp_timeout)
+        if new is None:
+            rollback("the new QEMU opened no QMP socket in %ss" % timeout)
+        try:
+            resume = common.resume_new(new, session["runstate_before"], deadline)
+        finally:
+            new.close()
+    except common.SwitchFailed:
+        raise
+    except Exception as e:  # pylint: disable=broad-except
         rollback("the new QEMU did not take the guest over: %s" % e)
-    new.close()
 
     # The guest runs on the new QEMU: the old one must never run it again.
     common.kill(session["pid"], session["pid_starttime"])

@@ -183,6 +183,15 @@ def mask_argv(argv):
     return out
 
 
+def secret_values(argv):
+    """The secret values in an argv (what mask_argv hides), to hand to Ansible's masking."""
+    found = set()
+    for _i, _name, value in iter_options(argv):
+        if value is not None and "=" in value:
+            found.update(v for k, v in split_options(value, implied="") if k in SECRET_KEYS and v)
+    return found
+
+
 def read_argv(pid, proc="/proc"):
     with open("%s/%d/cmdline" % (proc, pid), "rb") as f:
         raw = f.read()

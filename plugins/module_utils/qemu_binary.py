@@ -74,21 +74,21 @@ def probe(path, root=None, timeout=30):
     if not os.path.isabs(path):
         raise BinaryError("target binary %s is not an absolute path" % path)
     where = host_path(path, root)
-    label = path if where == path else "%s (in root %s)" % (path, root)
+    in_root = "" if where == path else " (in root %s)" % root
     if root and root != "/" and not os.path.isdir(root):
         raise BinaryError("root %s of target binary %s does not exist" % (root, path))
     if not os.path.exists(where):
-        raise BinaryError("target binary %s does not exist" % label)
+        raise BinaryError("target binary %s does not exist%s" % (path, in_root))
     if not os.path.isfile(where):
-        raise BinaryError("target binary %s is not a regular file" % label)
+        raise BinaryError("target binary %s is not a regular file%s" % (path, in_root))
     if not os.access(where, os.X_OK):
-        raise BinaryError("target binary %s is not executable" % label)
+        raise BinaryError("target binary %s is not executable%s" % (path, in_root))
     prefix = [] if where == path else ["chroot", root]
     try:
         version, package = parse_version(_run(prefix + [path, "-version"], timeout))
         names, aliases = parse_machine_help(_run(prefix + [path, "-machine", "help"], timeout))
     except BinaryError as e:
-        raise BinaryError("target binary %s does not work: %s" % (label, e))
+        raise BinaryError("target binary %s does not work%s: %s" % (path, in_root, e))
     st = os.stat(where)
     return {"path": path, "root": root or "/", "version": version_string(version),
             "package": package, "machine_types": names, "machine_aliases": aliases,

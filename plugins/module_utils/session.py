@@ -51,8 +51,8 @@ def held_message(path):
     try:
         held = read(path)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.get("started", 0)))
-        who = "session %s (%s, step %s) since %s" % (held.get("token"), held.get("dialect"),
-                                                      held.get("step"), since)
+        who = "session %s (%s, step %s) since %s" % (
+            held.get("token"), held.get("dialect"), held.get("step"), since)
     except (OSError, ValueError) as e:
         who = "an unreadable session (%s)" % e
     return ("another live upgrade of this VM is in progress: %s. If no run is active any more, check "

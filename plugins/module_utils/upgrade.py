@@ -166,6 +166,36 @@ def _locked(given):
         raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e))
 
 
+def _recheck(conn, s, argv, label):
+    """Everything that can be checked, checked again right before the pause; updates the session."""
+    if conn.pid != s["pid"]:
+        raise UpgradeError("%s: the QMP socket now belongs to PID %d, not %d" % (label, conn.pid, s["pid"]))
+    facts = vm_facts.gather(conn)
+    ready = readiness.assess(facts)[0][s["dialect"]]
+    if not ready["ready"]:
+        raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
+    new_argv = list(argv) if argv else s["new_argv"]
+    target = _probe(new_argv[0], s["new_root"], facts, label)
+    _check_new_argv(new_argv, facts, s["qmp_socket"], label)
+    changed_argv = new_argv != s["new_argv"]
+    s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
+             new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])
+    dialect = DIALECTS[s["dialect"]]
+    if changed_argv or not dialect.is_armed(conn, s):
+        dialect.arm(conn, s)
+    if s["dialect"] == cpr_exec.MODE:
+        validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
+
+
+def _abandon(conn, s):
+    """Leave the VM as it was before qemu_cprsave: QEMU disarmed, lock released."""
+    try:
+        DIALECTS[s["dialect"]].disarm(conn)
+    except QMPError:
+        pass
+    sessions.release(s["state_dir_host"])
+
+
 def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False):
     """qemu_cprexec: re-check, then pause, hand the guest over and resume it.  Returns (changed, session, msg)."""
     if given.get("noop"):
@@ -183,42 +213,34 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
         sessions.release(s["state_dir_host"])
         raise UpgradeError("%s: QEMU PID %d exited since qemu_cprsave; nothing was changed" % (label, s["pid"]))
 
-    conn = _connect(s["qmp_socket_host"], timeout, label)
     try:
-        if conn.pid != s["pid"]:
-            raise UpgradeError("%s: the QMP socket now belongs to PID %d, not %d" % (label, conn.pid, s["pid"]))
-        # Everything that can be checked is checked again, right before the pause.
-        facts = vm_facts.gather(conn)
-        ready = readiness.assess(facts)[0][s["dialect"]]
-        if not ready["ready"]:
-            raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
-        new_argv = list(argv) if argv else s["new_argv"]
-        target = _probe(new_argv[0], s["new_root"], facts, label)
-        _check_new_argv(new_argv, facts, s["qmp_socket"], label)
-        changed_argv = new_argv != s["new_argv"]
-        s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
-                 new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])
-        if changed_argv or not dialect.is_armed(conn, s):
-            dialect.arm(conn, s)
-        if s["dialect"] == cpr_exec.MODE:
-            validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
+        conn = _connect(s["qmp_socket_host"], timeout, label)
+    except UpgradeError as e:
+        sessions.release(s["state_dir_host"])
+        raise UpgradeError("%s; the guest was not touched and the lock is released" % e.message, **e.details)
+    try:
+        try:
+            _recheck(conn, s, argv, label)
+        except (UpgradeError, validation.ValidationError, QMPError) as e:
+            _abandon(conn, s)
+            raise UpgradeError("%s; the guest was not touched, QEMU is disarmed and the lock released"
+                               % (e.message if isinstance(e, UpgradeError) else "%s: %s" % (label, e)))
         s["step"] = "switching"
         sessions.update(s["state_dir_host"], s)
         try:
             outcome = dialect.switch(conn, s, switch_timeout, timeout)
         except common.SwitchFailed as e:
             if e.recovered:
-                try:
-                    dialect.disarm(conn)
-                except QMPError:
-                    pass
-                sessions.release(s["state_dir_host"])
+                _abandon(conn, s)
             else:
                 s.update(step="failed", failure=e.message)
                 sessions.update(s["state_dir_host"], s)
             raise UpgradeError(e.message, guest=e.guest, recovered=e.recovered)
-    except (validation.ValidationError, QMPError) as e:
-        raise UpgradeError("%s: %s" % (label, e))
+        except (validation.ValidationError, QMPError, OSError) as e:
+            s.update(step="failed", failure=str(e))
+            sessions.update(s["state_dir_host"], s)
+            raise UpgradeError("%s: the switch failed unexpectedly: %s. Check the VM with "
+                               "cpr.qemu.qemu_cpr_info; the lock %s is kept" % (label, e, sessions.lock_path(s["state_dir_host"])))
     finally:
         conn.close()
 

@@ -24,7 +24,7 @@ description:
     the pause is measured from QEMU's own event timestamps and a paused guest stays paused.
   - If the switch fails and QEMU allows it, the guest is resumed on the old QEMU and the lock is
     released; RV(guest) says where the guest runs. Where it does not, the module fails with the
-    recovery steps in RV(msg) and keeps the lock.
+    recovery steps in its message and keeps the lock.
 author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
@@ -48,6 +48,8 @@ options:
         (the VM's own argv on the new binary, machine type pinned to its versioned name).
       - Validated like the derived one. Must not contain C(-incoming), C(-S) or C(-daemonize), since
         the module adds what the dialect needs.
+      - Secret values in it (C(data=), C(password=)) are masked in the results; to keep them out of
+        the host's log of module invocations too, pass secrets with C(-object secret,file=...).
     type: list
     elements: str
   switch_timeout:
@@ -112,7 +114,7 @@ recovered:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import session, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import process, session, upgrade
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -120,7 +122,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             session=dict(type="dict", required=True),
-            argv=dict(type="list", elements="str", no_log=True),
+            argv=dict(type="list", elements="str"),
             switch_timeout=dict(type="float", default=60.0),
             timeout=dict(type="float", default=5.0),
         ),
@@ -129,6 +131,9 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    # Only the secret values are hidden: masking the whole argv would mask
+    # every option name wherever it appears in messages.
+    module.no_log_values.update(process.secret_values(p["argv"] or []))
     try:
         changed, s, msg = upgrade.switch(p["session"], argv=p["argv"], timeout=p["timeout"],
                                          switch_timeout=p["switch_timeout"], check_mode=module.check_mode)

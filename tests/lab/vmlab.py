@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,9 +41,13 @@ QEMUS = {"10.0": None, "11.1": ROOT}  # version series -> root (None: host)
 
 
 def launcher():
-    """The argv prefix that runs a command in the trixie root with the lab's paths."""
+    """The argv prefix that runs a command in the trixie root with the lab's paths.
+
+    It binds the parent of the run directory, so the root gains one mount
+    point for all lab runs rather than one per run.
+    """
     os.makedirs(RUN_BASE, exist_ok=True)
-    return ["/bin/sh", IN_ROOT, ROOT, RUN_BASE, GUEST, "--"]
+    return ["/bin/sh", IN_ROOT, ROOT, os.path.dirname(RUN_BASE), GUEST, "--"]
 
 
 class LabError(Exception):
@@ -67,6 +72,10 @@ class VMSpec:
     # replace it on disk while the VM runs.
     binary_copy: bool = False
     fill_mb: int = 8
+    # A second QMP monitor whose events a detached recorder writes to
+    # events.jsonl, so a test sees every STOP and RESUME independently of the
+    # client under test.
+    event_monitor: bool = False
     extra_args: tuple = ()
 
     def __post_init__(self):
@@ -108,6 +117,8 @@ class LabVM:
         self.qmp_socket = os.path.join(self.run_dir, "qmp.sock")
         self.serial_log = os.path.join(self.run_dir, "serial.log")
         self.stderr_log = os.path.join(self.run_dir, "qemu.log")
+        self.event_socket = os.path.join(self.run_dir, "events.sock")
+        self.event_log = os.path.join(self.run_dir, "events.jsonl")
         self.root = QEMUS[spec.qemu]
         self.pid = record["pid"] if record else None
         self.starttime = record["starttime"] if record else None
@@ -152,6 +163,8 @@ class LabVM:
             "-serial", "chardev:ser0",
             "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
         ]
+        if s.event_monitor:
+            args += ["-qmp", "unix:%s,server=on,wait=off" % self.event_socket]
         if s.sandbox_spawn_deny:
             args += ["-sandbox", "on,spawn=deny"]
         if s.paused:
@@ -185,7 +198,35 @@ class LabVM:
                 self.stop()
                 raise LabError("QEMU for %s did not come up: %s" % (self.spec.name, why.strip()))
             time.sleep(0.02)
+        if self.spec.event_monitor:
+            subprocess.Popen([sys.executable, os.path.abspath(__file__), "record-events", self.spec.name],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True, close_fds=True)
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(self.event_log) and time.monotonic() < deadline:
+                time.sleep(0.02)
         return self
+
+    def record_events(self):
+        """Append every event of the second monitor to events.jsonl until QEMU closes it."""
+        with qmp_session(self.event_socket) as chat, open(self.event_log, "a") as out:
+            out.flush()
+            for msg in chat.messages():
+                if "event" in msg:
+                    out.write(json.dumps(msg) + "\n")
+                    out.flush()
+
+    def events(self):
+        try:
+            with open(self.event_log) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            return []
+
+    def qmp(self, command, arguments=None):
+        """Run one QMP command on the VM's main monitor (nothing else may hold it)."""
+        with qmp_session(self.qmp_socket) as chat:
+            return chat.execute(command, arguments)
 
     def _save(self):
         record = {"spec": dataclasses.asdict(self.spec), "pid": self.pid,
@@ -344,6 +385,53 @@ class GuestEvidence:
                 "problems": self.problems()}
 
 
+class qmp_session:
+    """A minimal QMP client on the standard library, for the lab's own needs."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, command, arguments=None):
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.sock.sendall(json.dumps(msg).encode())
+        while True:
+            reply = self._read()
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise LabError("QMP %s: %s" % (command, reply["error"]["desc"]))
+
+    def messages(self):
+        self.sock.settimeout(None)
+        while True:
+            try:
+                yield self._read()
+            except (EOFError, OSError):
+                return
+
+
 def load(name):
     path = os.path.join(RUN_BASE, name, "vm.json")
     try:
@@ -385,10 +473,21 @@ def _main(argv=None):
     s.add_argument("--paused", action="store_true")
     s.add_argument("--binary-copy", action="store_true")
     s.add_argument("--fill-mb", type=int, default=8)
+    s.add_argument("--arg", dest="extra_args", action="append", default=[],
+                   help="one more QEMU argument (repeat for several)")
+    s.add_argument("--event-monitor", action="store_true",
+                   help="record the events of a second QMP monitor (see 'evidence')")
     s.add_argument("--wait-ticks", type=int, default=0,
                    help="wait until the guest has printed this many ticks")
-    for cmd in ("stop", "evidence", "replace-binary"):
+    for cmd in ("stop", "evidence", "replace-binary", "record-events"):
         sub.add_parser(cmd).add_argument("name")
+    w = sub.add_parser("wait-ticks", help="wait for COUNT more guest ticks, then print the evidence")
+    w.add_argument("name")
+    w.add_argument("count", type=int)
+    q = sub.add_parser("qmp", help="run one QMP command on a VM and print its result")
+    q.add_argument("name")
+    q.add_argument("command")
+    q.add_argument("arguments", nargs="?", help="JSON object")
     sub.add_parser("stop-all")
     sub.add_parser("launcher", help="print the argv prefix that runs a command in the trixie root")
     a = p.parse_args(argv)
@@ -397,7 +496,8 @@ def _main(argv=None):
         vm = LabVM(VMSpec(a.name, qemu=a.qemu, mem_mb=a.mem_mb, ram=a.ram,
                           aux_ram_share=a.aux_ram_share, machine=a.machine,
                           sandbox_spawn_deny=a.sandbox_spawn_deny, paused=a.paused,
-                          binary_copy=a.binary_copy, fill_mb=a.fill_mb)).start()
+                          binary_copy=a.binary_copy, fill_mb=a.fill_mb,
+                          event_monitor=a.event_monitor, extra_args=tuple(a.extra_args))).start()
         if a.wait_ticks:
             vm.wait_ticks(a.wait_ticks)
         out = vm.info()
@@ -408,8 +508,15 @@ def _main(argv=None):
         out = {"stopped": stop_all()}
     elif a.cmd == "launcher":
         out = launcher()
-    elif a.cmd == "evidence":
-        out = load(a.name).evidence().summary()
+    elif a.cmd in ("evidence", "wait-ticks"):
+        vm = load(a.name)
+        out = (vm.wait_ticks(a.count) if a.cmd == "wait-ticks" else vm.evidence()).summary()
+        out["events"] = [e["event"] for e in vm.events()]
+    elif a.cmd == "record-events":
+        load(a.name).record_events()
+        return
+    elif a.cmd == "qmp":
+        out = load(a.name).qmp(a.command, json.loads(a.arguments) if a.arguments else None)
     else:
         vm = load(a.name)
         vm.replace_binary()

@@ -31,6 +31,10 @@ def test_parse_argv(case):
 @pytest.mark.parametrize("case", _load("mask.yml"))
 def test_mask_argv(case):
     assert process.mask_argv(case["argv"]) == case["masked"]
+    # What is masked is exactly what is handed to Ansible's no_log masking.
+    hidden = process.secret_values(case["argv"])
+    assert not any(v in " ".join(process.mask_argv(case["argv"])) for v in hidden)
+    assert bool(hidden) == (case["argv"] != case["masked"])
 
 
 @pytest.mark.parametrize("text, implied, pairs", [

@@ -1,0 +1,30 @@
+"""Real-QEMU tests of each dialect's switch, driven without Ansible.
+
+They inject the faults that the modules' checks keep operators from
+reaching (a binary that vanishes between the check and the exec, a new QEMU
+that dies), to prove what the switch does after the guest is paused.
+Run by scripts/test.sh (stage "dialects") with the collection on PYTHONPATH.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lab"))
+
+import vmlab  # noqa: E402
+
+
+@pytest.fixture
+def lab_vm(request):
+    """Start lab VMs by spec; every one is stopped at the end, pass or fail."""
+    started = []
+
+    def start(name, **spec):
+        vm = vmlab.LabVM(vmlab.VMSpec(name, **spec)).start()
+        started.append(vm)
+        vm.wait_ticks(2)
+        return vm
+    yield start
+    for vm in started:
+        vm.stop()

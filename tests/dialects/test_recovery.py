@@ -1,0 +1,150 @@
+"""After the pause: each way a switch can fail, and where the guest ends up."""
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+import vmlab
+from ansible_collections.cpr.qemu.plugins.module_utils import cpr_exec, cpr_transfer, upgrade, validation
+from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions
+from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection
+
+TARGET = "/usr/bin/qemu-system-x86_64"
+
+
+def _prepared(vm, binary, **kw):
+    changed, s, _msg = upgrade.prepare(vm.qmp_socket, binary, **kw)
+    assert changed
+    return sessions.load(s)
+
+
+def _stopped_and_resumed(vm):
+    names = [e["event"] for e in vm.events()]
+    return names.count("STOP") == 1 and names[-1] == "RESUME"
+
+
+def _never_left_stopped(vm):
+    """The guest was not stopped, or was stopped once and resumed."""
+    names = [e["event"] for e in vm.events()]
+    return "STOP" not in names or _stopped_and_resumed(vm)
+
+
+def _assert_alive_on_old(vm, s):
+    """The guest runs on the old QEMU, reachable at its QMP path, one continuous life."""
+    with QMPConnection(vm.qmp_socket) as conn:
+        assert conn.pid == s["pid"]
+        assert conn.execute("query-status")["status"] == "running"
+    evidence = vm.wait_ticks(2)
+    assert evidence.problems() == []
+    assert len(evidence.boots) == 1
+
+
+def _switch(dialect, vm, s, timeout=20):
+    with QMPConnection(vm.qmp_socket) as conn:
+        dialect.arm(conn, s)
+        if dialect is cpr_exec:
+            validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
+        return dialect.switch(conn, s, timeout, 5.0)
+
+
+def test_failed_execvp_leaves_the_guest_running_on_the_old_qemu(lab_vm):
+    vm = lab_vm("dl-execfail", event_monitor=True)
+    copy = vmlab.ROOT + "/usr/local/bin/qemu-system-x86_64-dl-execfail"
+    shutil.copy2(vmlab.ROOT + TARGET, copy)
+    try:
+        s = _prepared(vm, "/usr/local/bin/qemu-system-x86_64-dl-execfail")
+    finally:
+        os.unlink(copy)  # gone after every check passed: QEMU's execvp fails
+    with pytest.raises(common.SwitchFailed) as e:
+        _switch(cpr_exec, vm, s)
+    assert e.value.recovered
+    assert "did not happen" in e.value.message
+    assert e.value.guest.startswith("old QEMU, PID %d, running" % s["pid"])
+    assert _stopped_and_resumed(vm)
+    _assert_alive_on_old(vm, s)
+    assert process.binary_facts(s["pid"])["path"] == TARGET
+
+
+def test_new_qemu_dying_in_load_resumes_the_old_one(lab_vm):
+    """The unpinned alias across versions: 11.1 reads 'q35' as pc-q35-11.1 and dies in load."""
+    vm = lab_vm("dl-alias", qemu="10.0", event_monitor=True)
+    s = _prepared(vm, TARGET, new_root=vmlab.ROOT, launcher=vmlab.launcher())
+    s["new_argv"] = [a.replace("pc-q35-10.0,", "q35,") for a in s["new_argv"]]
+    with pytest.raises(common.SwitchFailed) as e:
+        _switch(cpr_transfer, vm, s)
+    assert e.value.recovered, e.value.message
+    assert "rolled back" in e.value.message
+    assert _stopped_and_resumed(vm)
+    _assert_alive_on_old(vm, s)
+    assert not os.path.exists(vm.qmp_socket + cpr_transfer.OLD_SOCKET_SUFFIX)
+
+
+def test_new_qemu_with_other_ram_is_rolled_back(lab_vm):
+    vm = lab_vm("dl-ram", binary_copy=True, event_monitor=True)
+    s = _prepared(vm, TARGET, dialect="cpr-transfer", new_root=vmlab.ROOT, launcher=vmlab.launcher())
+    argv = validation.strip_options(s["new_argv"], {"object"})
+    s["new_argv"] = [a.replace("memory-backend=ram0,", "") for a in argv]
+    with pytest.raises(common.SwitchFailed) as e:
+        _switch(cpr_transfer, vm, s)
+    assert e.value.recovered, e.value.message
+    assert "Unknown ramblock" in e.value.message or "exited" in e.value.message
+    assert _never_left_stopped(vm)
+    _assert_alive_on_old(vm, s)
+
+
+def _kill_when_listening(path, pid_holder):
+    """SIGKILL the process that listens on ``path`` as soon as it appears."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+                try:
+                    with open("/proc/%d/cmdline" % pid, "rb") as f:
+                        if path.encode() in f.read():
+                            os.kill(pid, signal.SIGKILL)
+                            pid_holder.append(pid)
+                            return
+                except OSError:
+                    continue
+        time.sleep(0.0005)
+
+
+def test_new_qemu_killed_during_the_transfer_resumes_the_old_one(lab_vm):
+    vm = lab_vm("dl-kill", qemu="10.0", event_monitor=True)
+    s = _prepared(vm, TARGET, new_root=vmlab.ROOT, launcher=vmlab.launcher())
+    killed = []
+    killer = threading.Thread(target=_kill_when_listening,
+                              args=(process.host_path(s["pid"], s["cpr_socket"]), killed))
+    killer.start()
+    try:
+        with pytest.raises(common.SwitchFailed) as e:
+            _switch(cpr_transfer, vm, s)
+    finally:
+        killer.join()
+    assert killed, "the new QEMU was never seen listening"
+    assert e.value.recovered, e.value.message
+    assert not common.alive(killed[0], common.starttime(killed[0]))
+    _assert_alive_on_old(vm, s)
+
+
+def test_guest_lost_is_reported_with_recovery_steps(lab_vm):
+    """cpr-exec into a binary that cannot load the guest: exactly what the checks exist for."""
+    vm = lab_vm("dl-lost")
+    copy = vmlab.ROOT + "/usr/local/bin/qemu-system-x86_64-dl-lost"
+    shutil.copy2(vmlab.ROOT + TARGET, copy)
+    try:
+        s = _prepared(vm, "/usr/local/bin/qemu-system-x86_64-dl-lost")
+        # Plain RAM in the exec'd argv: the new QEMU cannot find ram0 and exits.
+        argv = validation.strip_options(s["new_argv"], {"object"})
+        s["new_argv"] = [a.replace("memory-backend=ram0,", "") for a in argv]
+        with pytest.raises(common.SwitchFailed) as e:
+            _switch(cpr_exec, vm, s, timeout=10)
+    finally:
+        os.unlink(copy)
+    assert not e.value.recovered
+    assert e.value.guest in ("lost",) or e.value.guest.startswith("new QEMU")
+    assert "Recovery:" in e.value.message

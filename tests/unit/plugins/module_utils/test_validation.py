@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import stat
+
+import pytest
+import yaml
+
+from ansible_collections.cpr.qemu.plugins.module_utils import validation
+
+with open(os.path.join(os.path.dirname(__file__), "data", "new_argv.yml")) as f:
+    NEW_ARGV = yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("case", NEW_ARGV["cases"], ids=[c["id"] for c in NEW_ARGV["cases"]])
+def test_check_argv(case):
+    problems = validation.check_argv(case["argv"], NEW_ARGV["vm"], NEW_ARGV["qmp_socket"])
+    assert len(problems) == len(case["problems"]), problems
+    for wanted, got in zip(case["problems"], problems):
+        assert wanted in got
+
+
+def test_derive_argv_pins_the_machine_and_drops_what_the_modules_own():
+    old = ["/usr/bin/qemu-system-x86_64", "-S", "-machine", "q35,memory-backend=ram0,aux-ram-share=on",
+           "-object", "memory-backend-memfd,id=ram0,size=256M,share=on", "-daemonize",
+           "-qmp", "unix:/run/vm/qmp.sock,server=on", "-incoming", "file:/old/state"]
+    new = validation.derive_argv(old, "/srv/new/qemu-system-x86_64", "pc-q35-10.0")
+    assert new == NEW_ARGV["good"]
+    assert validation.check_argv(new, NEW_ARGV["vm"], NEW_ARGV["qmp_socket"]) == []
+
+
+@pytest.mark.parametrize("argv, pinned", [
+    (["q", "-M", "q35"], ["q", "-M", "pc-q35-10.0"]),
+    (["q", "-machine", "accel=tcg"], ["q", "-machine", "pc-q35-10.0,accel=tcg"]),
+    (["q", "-m", "1G"], ["q", "-machine", "pc-q35-10.0", "-m", "1G"]),
+])
+def test_pin_machine(argv, pinned):
+    assert validation.pin_machine(argv, "pc-q35-10.0") == pinned
+
+
+@pytest.mark.parametrize("text, size", [("256M", 256 << 20), ("1G", 1 << 30), ("4096", 4096),
+                                        ("2k", 2048), ("1.5G", None), ("", None)])
+def test_parse_size(text, size):
+    assert validation.parse_size(text) == size
+
+
+def test_private_dir_is_created_0700_and_checked(tmp_path):
+    d = str(tmp_path / "state")
+    validation.ensure_private_dir(d, os.getuid())
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    validation.ensure_private_dir(d, os.getuid())  # twice is fine
+    os.chmod(d, 0o755)
+    with pytest.raises(validation.ValidationError, match="mode 755"):
+        validation.ensure_private_dir(d, os.getuid())
+
+
+def test_private_dir_refuses_a_symlink(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    link = tmp_path / "state"
+    link.symlink_to(target)
+    with pytest.raises(validation.ValidationError, match="not a directory"):
+        validation.ensure_private_dir(str(link), os.getuid())
+
+
+def test_private_file_is_0600_and_never_follows_symlinks(tmp_path):
+    path = tmp_path / "state"
+    validation.create_private_file(str(path), os.getuid())
+    assert stat.S_IMODE(os.stat(str(path)).st_mode) == 0o600
+    path.write_text("old state")
+    validation.create_private_file(str(path), os.getuid())  # replaced, empty
+    assert path.read_text() == ""
+    path.unlink()
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    path.symlink_to(victim)
+    with pytest.raises(validation.ValidationError, match="not a regular file"):
+        validation.create_private_file(str(path), os.getuid())
+    assert victim.read_text() == "keep"
+
+
+def test_remove_stale_socket_refuses_other_files(tmp_path):
+    path = tmp_path / "main.sock"
+    path.write_text("x")
+    with pytest.raises(validation.ValidationError, match="not a socket"):
+        validation.remove_stale_socket(str(path))
+    validation.remove_stale_socket(str(tmp_path / "absent.sock"))
