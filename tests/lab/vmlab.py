@@ -72,6 +72,9 @@ class VMSpec:
     # replace it on disk while the VM runs.
     binary_copy: bool = False
     fill_mb: int = 8
+    # Every how many ticks the guest prints its RAM checksum (0: never; large
+    # fills take too long to checksum under TCG).
+    sum_every: int = 5
     # A second QMP monitor whose events a detached recorder writes to
     # events.jsonl, so a test sees every STOP and RESUME independently of the
     # client under test.
@@ -158,7 +161,7 @@ class LabVM:
         args += [
             "-kernel", os.path.join(GUEST, "vmlinuz"),
             "-initrd", os.path.join(GUEST, "initramfs.gz"),
-            "-append", "console=ttyS0 quiet cprlab.fill_mb=%d" % s.fill_mb,
+            "-append", "console=ttyS0 quiet cprlab.fill_mb=%d cprlab.sum_every=%d" % (s.fill_mb, s.sum_every),
             "-chardev", "file,id=ser0,path=%s,append=on" % self.serial_log,
             "-serial", "chardev:ser0",
             "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
@@ -304,6 +307,15 @@ class LabVM:
     def evidence(self):
         with open(self.serial_log, errors="replace") as f:
             return GuestEvidence.parse(f.read())
+
+    def wait_filled(self, timeout=600):
+        """Wait until the guest has written its block of RAM."""
+        deadline = time.monotonic() + timeout
+        while self.evidence().fill_sum is None:
+            if time.monotonic() > deadline or not self.running():
+                raise LabError("guest %s did not fill its RAM in %ds" % (self.spec.name, timeout))
+            time.sleep(0.5)
+        return self.evidence()
 
     def wait_ticks(self, count, timeout=60):
         """Wait until the guest has printed `count` more ticks than now."""

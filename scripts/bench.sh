@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Prints the guest pause of live upgrades, bare qemu.qmp vs. the cpr.qemu
+# modules, at several guest RAM sizes (see bench/pause.py). Not a test: it
+# measures and prints. Same set-up as the other scripts; arguments go to
+# bench/pause.py (for example --sizes 256 --rounds 1).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap cleanup EXIT
+
+setup_lab
+setup_venv
+setup_collection_tree
+python "$REPO/bench/pause.py" "$@"
