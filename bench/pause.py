@@ -80,8 +80,9 @@ async def bare_switch(vm, dialect, new_binary):
         listener = _listen(old, ["STOP", "MIGRATION"])
         await old.execute("migrate", {"uri": "file:" + state})
     else:
-        chans = [{"channel-type": t, "addr": {"transport": "socket", "type": "unix",
-                                             "path": os.path.join(run, "bench-%s.sock" % t)}} for t in ("main", "cpr")]
+        chans = [{"channel-type": t,
+                  "addr": {"transport": "socket", "type": "unix", "path": os.path.join(run, "bench-%s.sock" % t)}}
+                 for t in ("main", "cpr")]
         for c in chans:
             if os.path.exists(c["addr"]["path"]):
                 os.unlink(c["addr"]["path"])

@@ -20,11 +20,15 @@ import os
 import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, process, qemu_binary, readiness, session as sessions, validation, vm_facts)
+    cpr_exec, cpr_transfer, live_update, process, qemu_binary, readiness, session as sessions, validation,
+    vm_facts)
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
-DIALECTS = {cpr_exec.MODE: cpr_exec, cpr_transfer.MODE: cpr_transfer}
+DIALECTS = {cpr_exec.MODE: cpr_exec, cpr_transfer.MODE: cpr_transfer, live_update.MODE: live_update}
+# Dialects in which the old QEMU process exec's the new binary: the binary is
+# looked up in QEMU's own root, and device state goes through a state file.
+EXEC_DIALECTS = (cpr_exec.MODE, live_update.MODE)
 
 
 class UpgradeError(Exception):
@@ -59,25 +63,23 @@ def _qmp_socket_as_given(pid, argv, path):
 
 
 def _choose(dialect, facts, label):
+    """The dialect to use and how this QEMU spells it."""
     dialects, preferred = readiness.assess(facts)
     if dialect == "auto":
-        upstream = [d for d in (cpr_exec.MODE, cpr_transfer.MODE) if dialects[d]["ready"]]
-        if upstream:
-            return upstream[0]
+        if preferred:
+            return preferred, dialects[preferred]["via"]
         reasons = ["%s: %s" % (d, "; ".join(v["reasons"])) for d, v in sorted(dialects.items())]
         raise UpgradeError("%s cannot be live-upgraded: %s" % (label, " | ".join(reasons)))
-    if dialect not in DIALECTS:
-        raise UpgradeError("%s: dialect %s is not supported by these modules yet" % (label, dialect))
     if not dialects[dialect]["ready"]:
         raise UpgradeError("%s is not ready for %s: %s (dialects ready: %s)"
                            % (label, dialect, "; ".join(dialects[dialect]["reasons"]),
                               preferred and ", ".join(d for d in dialects if dialects[d]["ready"]) or "none"))
-    return dialect
+    return dialect, dialects[dialect]["via"]
 
 
 def _binary_root(dialect, pid, new_root):
-    """Where the new binary is looked up: cpr-exec execs inside QEMU's own root."""
-    if dialect == cpr_exec.MODE:
+    """Where the new binary is looked up: an exec happens inside QEMU's own root."""
+    if dialect in EXEC_DIALECTS:
         return "/proc/%d/root" % pid
     return new_root or "/"
 
@@ -93,8 +95,10 @@ def _probe(path, root, facts, label):
     return target
 
 
-def _check_new_argv(argv, facts, qmp_as_given, label):
-    problems = validation.check_argv(argv, facts, qmp_as_given)
+def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
+    problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
+    if dialect == live_update.MODE:
+        problems += validation.check_live_update_fds(facts["pid"], argv)
     if problems:
         raise UpgradeError("%s: the new QEMU's argv would not take the guest over: %s"
                            % (label, "; ".join(problems)))
@@ -109,10 +113,10 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         label = _label(facts, qmp_socket)
         pid = facts["pid"]
         argv = process.read_argv(pid)
-        chosen = _choose(dialect, facts, label)
+        chosen, via = _choose(dialect, facts, label)
         root = _binary_root(chosen, pid, new_root)
         target = _probe(new_binary, root, facts, label)
-        base = {"vm": label, "qmp_socket_host": qmp_socket, "pid": pid, "dialect": chosen,
+        base = {"vm": label, "qmp_socket_host": qmp_socket, "pid": pid, "dialect": chosen, "via": via,
                 "old_version": facts["version"], "new_version": target["version"],
                 "new_binary": new_binary, "check_mode": check_mode}
         if target["file_id"] == facts["binary"]["file_id"] and not facts["binary"]["replaced_on_disk"]:
@@ -124,7 +128,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             raise UpgradeError("%s: %s is not a QMP socket on QEMU's command line; the new QEMU could not "
                                "recreate it" % (label, qmp_socket))
         new_argv = validation.derive_argv(argv, new_binary, facts["machine"]["type"])
-        _check_new_argv(new_argv, facts, qmp_as_given, label)
+        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label)
 
         state_dir = state_dir or validation.state_dir_for(qmp_as_given)
         state_dir_host = process.host_path(pid, state_dir)
@@ -176,14 +180,14 @@ def _recheck(conn, s, argv, label):
         raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
     new_argv = list(argv) if argv else s["new_argv"]
     target = _probe(new_argv[0], s["new_root"], facts, label)
-    _check_new_argv(new_argv, facts, s["qmp_socket"], label)
+    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label)
     changed_argv = new_argv != s["new_argv"]
     s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
              new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])
     dialect = DIALECTS[s["dialect"]]
     if changed_argv or not dialect.is_armed(conn, s):
         dialect.arm(conn, s)
-    if s["dialect"] == cpr_exec.MODE:
+    if s["dialect"] in EXEC_DIALECTS:
         validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
 
 
@@ -285,7 +289,7 @@ def verify(given, timeout=5.0, check_mode=False):
             problems.append("QEMU runs %s, not the new binary %s" % (facts["binary"]["path"], s["new_binary"]))
         if facts["version"] != s["new_version"]:
             problems.append("QEMU reports version %s, not %s" % (facts["version"], s["new_version"]))
-        if facts["migration"]["status"] != "completed":
+        if s["dialect"] != live_update.MODE and facts["migration"]["status"] != "completed":
             problems.append("incoming migration is '%s', not completed" % facts["migration"]["status"])
         runstate = facts["runstate"]
         if s["runstate_before"] == "running" and runstate == "paused" and not check_mode:

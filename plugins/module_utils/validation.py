@@ -78,11 +78,12 @@ def derive_argv(old_argv, new_binary, machine_type):
     return pin_machine(argv, machine_type)
 
 
-def check_argv(argv, facts, qmp_socket):
+def check_argv(argv, facts, qmp_socket, dialect="cpr-exec"):
     """Problems that would keep a QEMU started with ``argv`` from taking over this VM.
 
     ``facts`` are the VM's (vm_facts.gather); ``qmp_socket`` is the QMP socket
-    path as the VM's QEMU was given it.
+    path as the VM's QEMU was given it; ``dialect`` decides how RAM is shared
+    (upstream: aux-ram-share; the live-update series: memfd-alloc).
     """
     problems = []
     if not argv or not os.path.isabs(argv[0]):
@@ -101,7 +102,11 @@ def check_argv(argv, facts, qmp_socket):
     if opts.get("memory-backend") != old_opts.get("memory-backend"):
         problems.append("the new argv's -machine memory-backend=%s differs from the VM's %s"
                         % (opts.get("memory-backend"), old_opts.get("memory-backend")))
-    if opts.get("aux-ram-share") != "on":
+    if dialect == "live-update":
+        if opts.get("memfd-alloc") != "on":
+            problems.append("the new argv lacks -machine memfd-alloc=on: the new QEMU would not take the "
+                            "guest's RAM from its memfds")
+    elif opts.get("aux-ram-share") != "on":
         problems.append("the new argv lacks -machine aux-ram-share=on")
 
     objects = dict((o.get("id"), o) for o in parsed["memory_objects"])
@@ -189,3 +194,77 @@ def remove_stale_socket(path):
     if not stat.S_ISSOCK(st.st_mode):
         raise ValidationError("%s exists and is not a socket" % path)
     os.unlink(path)
+
+
+# The live-update series (seed dialect) hands RAM to the new binary as memfds
+# recorded in the environment.  These checks run before cprsave: after it, a
+# failed exec loses the guest.
+FD_PREFIX = "QEMU_FD_"
+MAX_ARG_STRLEN = 32 * 4096  # include/uapi/linux/binfmts.h: 32 pages
+
+
+def read_environ(pid, proc="/proc"):
+    with open("%s/%d/environ" % (proc, pid), "rb") as f:
+        return [e for e in f.read().split(b"\0") if e]
+
+
+def memfds(pid, proc="/proc"):
+    """{fd: memfd name} of a process (links read ``/memfd:NAME (deleted)``)."""
+    out = {}
+    base = "%s/%d/fd" % (proc, pid)
+    for name in os.listdir(base):
+        try:
+            target = os.readlink(os.path.join(base, name))
+        except OSError:
+            continue
+        if target.startswith("/memfd:"):
+            out[int(name)] = target[len("/memfd:"):].replace(" (deleted)", "")
+    return out
+
+
+def _fd_flags(pid, fd, proc="/proc"):
+    with open("%s/%d/fdinfo/%d" % (proc, pid, fd)) as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+    return 0
+
+
+def check_live_update_fds(pid, new_argv, proc="/proc"):
+    """Problems with the guest-RAM memfds and the environment that cprexec would hand over.
+
+    /proc/PID/environ shows the environment the process was exec'd with; the
+    series' setenv_fd() records later.  So recorded entries are checked where
+    they show (after an earlier cprexec), and the size the environment will
+    have at exec is estimated from the memfds it will record.
+    """
+    problems = []
+    fds = memfds(pid, proc)
+    ram = dict((fd, name) for fd, name in fds.items() if name != "cpr-state")
+    if not ram:
+        problems.append("QEMU (PID %d) holds no memfd for guest RAM: its RAM would not survive the exec" % pid)
+    for fd, name in sorted(ram.items()):
+        if _fd_flags(pid, fd, proc) & os.O_ACCMODE != os.O_RDWR:
+            problems.append("the memfd of RAM block %s (fd %d) is not open read-write" % (name, fd))
+    environ = read_environ(pid, proc)
+    for entry in environ:
+        key, _sep, value = entry.decode("utf-8", "replace").partition("=")
+        if not key.startswith(FD_PREFIX):
+            continue
+        block = key[len(FD_PREFIX):]
+        if not value.isdigit() or fds.get(int(value)) != block:
+            problems.append("the environment records RAM block %s as fd %s, but that fd is %s"
+                            % (block, value, "memfd " + fds[int(value)] if value.isdigit() and int(value) in fds
+                                else "not an open memfd"))
+    recorded = ["%s%s=%d" % (FD_PREFIX, name, fd) for fd, name in ram.items()]
+    strings = [e.decode("utf-8", "replace") for e in environ] + recorded + list(new_argv) + ["-S"]
+    size = sum(len(s.encode()) + 1 + 8 for s in strings)
+    limit = os.sysconf("SC_ARG_MAX")
+    if size > limit:
+        problems.append("the new argv and QEMU's environment take %d bytes, over the kernel's exec limit of %d"
+                        % (size, limit))
+    for s in strings:
+        if len(s.encode()) + 1 > MAX_ARG_STRLEN:
+            problems.append("an argv or environment string of %d bytes exceeds the kernel's per-string exec "
+                            "limit of %d" % (len(s.encode()), MAX_ARG_STRLEN))
+    return problems

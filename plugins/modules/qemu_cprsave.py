@@ -43,15 +43,18 @@ options:
   new_binary:
     description:
       - Absolute path of the QEMU binary to upgrade to.
-      - For C(cpr-exec) the path as the VM's QEMU sees it (inside its root, if it runs under chroot).
+      - For C(cpr-exec) and C(live-update) the path as the VM's QEMU sees it (inside its root, if it runs
+        under chroot).
       - For C(cpr-transfer) the path inside O(new_root).
     type: path
     required: true
   dialect:
     description:
-      - The CPR dialect. V(auto) picks V(cpr-exec) where the VM is ready for it, else V(cpr-transfer).
+      - The CPR dialect. V(auto) picks the first the VM is ready for of V(cpr-exec), V(live-update)
+        (QEMU builds carrying the live-update series, C(cprsave)/C(cprexec)/C(cprload) or C(cpr-save)/...)
+        and V(cpr-transfer).
     type: str
-    choices: [auto, cpr-exec, cpr-transfer]
+    choices: [auto, cpr-exec, cpr-transfer, live-update]
     default: auto
   new_root:
     description:
@@ -177,7 +180,7 @@ def main():
         argument_spec=dict(
             qmp_socket=dict(type="path", required=True),
             new_binary=dict(type="path", required=True),
-            dialect=dict(type="str", default="auto", choices=["auto", "cpr-exec", "cpr-transfer"]),
+            dialect=dict(type="str", default="auto", choices=["auto", "cpr-exec", "cpr-transfer", "live-update"]),
             new_root=dict(type="path"),
             launcher=dict(type="list", elements="str"),
             state_dir=dict(type="path"),

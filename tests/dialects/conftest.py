@@ -23,7 +23,8 @@ def lab_vm(request):
     def start(name, **spec):
         vm = vmlab.LabVM(vmlab.VMSpec(name, **spec)).start()
         started.append(vm)
-        vm.wait_ticks(2)
+        if not spec.get("paused"):
+            vm.wait_ticks(2)
         return vm
     yield start
     for vm in started:

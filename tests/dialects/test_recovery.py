@@ -22,15 +22,29 @@ def _prepared(vm, binary, **kw):
     return sessions.load(s)
 
 
-def _stopped_and_resumed(vm):
-    names = [e["event"] for e in vm.events()]
+def _recorded(vm, done, timeout=5.0):
+    """The VM's STOP and RESUME events from its second monitor, once ``done(names)``
+    holds (the recorder writes them from another process, a moment after QEMU sends them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = [e["event"] for e in vm.events() if e["event"] in ("STOP", "RESUME")]
+        if done(names) or time.monotonic() > deadline:
+            return names
+
+
+def _stopped_and_resumed(names):
     return names.count("STOP") == 1 and names[-1] == "RESUME"
 
 
-def _never_left_stopped(vm):
+def _assert_stopped_once_and_resumed(vm):
+    names = _recorded(vm, _stopped_and_resumed)
+    assert _stopped_and_resumed(names), names
+
+
+def _assert_never_left_stopped(vm):
     """The guest was not stopped, or was stopped once and resumed."""
-    names = [e["event"] for e in vm.events()]
-    return "STOP" not in names or _stopped_and_resumed(vm)
+    names = _recorded(vm, _stopped_and_resumed, timeout=2.0)
+    assert "STOP" not in names or _stopped_and_resumed(names), names
 
 
 def _assert_alive_on_old(vm, s):
@@ -64,7 +78,7 @@ def test_failed_execvp_leaves_the_guest_running_on_the_old_qemu(lab_vm):
     assert e.value.recovered
     assert "did not happen" in e.value.message
     assert e.value.guest.startswith("old QEMU, PID %d, running" % s["pid"])
-    assert _stopped_and_resumed(vm)
+    _assert_stopped_once_and_resumed(vm)
     _assert_alive_on_old(vm, s)
     assert process.binary_facts(s["pid"])["path"] == TARGET
 
@@ -78,7 +92,7 @@ def test_new_qemu_dying_in_load_resumes_the_old_one(lab_vm):
         _switch(cpr_transfer, vm, s)
     assert e.value.recovered, e.value.message
     assert "rolled back" in e.value.message
-    assert _stopped_and_resumed(vm)
+    _assert_stopped_once_and_resumed(vm)
     _assert_alive_on_old(vm, s)
     assert not os.path.exists(vm.qmp_socket + cpr_transfer.OLD_SOCKET_SUFFIX)
 
@@ -92,7 +106,7 @@ def test_new_qemu_with_other_ram_is_rolled_back(lab_vm):
         _switch(cpr_transfer, vm, s)
     assert e.value.recovered, e.value.message
     assert "Unknown ramblock" in e.value.message or "exited" in e.value.message
-    assert _never_left_stopped(vm)
+    _assert_never_left_stopped(vm)
     _assert_alive_on_old(vm, s)
 
 

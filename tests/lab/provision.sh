@@ -166,9 +166,29 @@ guest_initramfs() {
     rm -rf "$tmp"
 }
 
+# The live-update SIMULATOR (no QEMU build with that series can be had): an
+# ELF that embeds Python and runs tests/simulator/liveupdate_sim.py, rebuilt
+# whenever either source changes.
+simulator() {
+    local src=$HERE/../simulator want have dir=$CACHE/sim
+    want=$(cat "$src/shim.c" "$src/liveupdate_sim.py" | sha256sum | cut -d' ' -f1)
+    have=$(cat "$dir/build.sha256" 2>/dev/null || true)
+    [ -x "$dir/qemu-system-x86_64" ] && [ "$want" = "$have" ] && return
+    log "building the live-update simulator"
+    command -v python3.11-config >/dev/null || die "python3.11-config is needed to build the simulator"
+    mkdir -p "$dir"
+    cp "$src/liveupdate_sim.py" "$dir/liveupdate_sim.py"
+    # shellcheck disable=SC2046
+    gcc -O1 -o "$dir/qemu-system-x86_64.partial" "$src/shim.c" -DSIM_SCRIPT="\"$dir/liveupdate_sim.py\"" \
+        $(python3.11-config --cflags) $(python3.11-config --embed --ldflags)
+    mv "$dir/qemu-system-x86_64.partial" "$dir/qemu-system-x86_64"
+    echo "$want" >"$dir/build.sha256"
+}
+
 host_packages
 host_qemu
 trixie_root
 guest_kernel
 guest_initramfs
+simulator
 log "ready: host $(qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), root $(chroot "$ROOT" /usr/bin/qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), cache $CACHE"

@@ -37,7 +37,10 @@ QEMU_BIN = "/usr/bin/qemu-system-x86_64"
 
 IN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "in-root.sh")
 
-QEMUS = {"10.0": None, "11.1": ROOT}  # version series -> root (None: host)
+# The live-update SIMULATOR built by provision.sh (tests/simulator/).
+SIM_BIN = os.path.join(CACHE, "sim", "qemu-system-x86_64")
+
+QEMUS = {"10.0": None, "11.1": ROOT, "sim": None}  # version series -> root (None: host)
 
 
 def launcher():
@@ -79,6 +82,11 @@ class VMSpec:
     # events.jsonl, so a test sees every STOP and RESUME independently of the
     # client under test.
     event_monitor: bool = False
+    # Simulator only: the series' spelling (early: cprsave, late: cpr-save),
+    # -machine memfd-alloc=on, and a Xen accelerator.
+    spelling: str = "early"
+    memfd_alloc: bool = True
+    xen: bool = False
     extra_args: tuple = ()
 
     def __post_init__(self):
@@ -133,7 +141,12 @@ class LabVM:
         """The binary QEMU runs, as seen from inside its root."""
         if self.spec.binary_copy:
             return os.path.join(self.run_dir, "qemu-system-x86_64")
-        return QEMU_BIN
+        return SIM_BIN if self.spec.qemu == "sim" else QEMU_BIN
+
+    def _source_binary(self):
+        if self.spec.qemu == "sim":
+            return SIM_BIN
+        return QEMU_BIN if self.root is None else self.root + QEMU_BIN
 
     @property
     def binary_on_host(self):
@@ -142,8 +155,21 @@ class LabVM:
             return self.binary
         return self.root + QEMU_BIN
 
+    def sim_args(self):
+        s = self.spec
+        args = ["-name", s.name, "-machine", s.machine + (",memfd-alloc=on" if s.memfd_alloc else ""),
+                "-m", "%dM" % s.mem_mb, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
+                "-serial", "file:%s" % self.serial_log, "-simulate-spelling", s.spelling]
+        if s.xen:
+            args += ["-accel", "xen"]
+        if s.paused:
+            args.append("-S")
+        return args + list(s.extra_args)
+
     def qemu_args(self):
         s = self.spec
+        if s.qemu == "sim":
+            return self.sim_args()
         machine = [s.machine]
         if s.ram != "plain":
             machine.append("memory-backend=ram0")
@@ -183,8 +209,7 @@ class LabVM:
             shutil.rmtree(self.run_dir)
         os.makedirs(self.run_dir, mode=0o700)
         if self.spec.binary_copy:
-            src = QEMU_BIN if self.root is None else self.root + QEMU_BIN
-            shutil.copy2(src, os.path.join(self.run_dir, "qemu-system-x86_64"))
+            shutil.copy2(self._source_binary(), os.path.join(self.run_dir, "qemu-system-x86_64"))
         self.argv = [self.binary] + self.qemu_args()
         cmd = self.argv if self.root is None else launcher() + self.argv
         with open(self.stderr_log, "ab") as err:
@@ -477,6 +502,9 @@ def _main(argv=None):
     s = sub.add_parser("start", help="start a VM and print its facts as JSON")
     s.add_argument("name")
     s.add_argument("--qemu", default="11.1", choices=sorted(QEMUS))
+    s.add_argument("--spelling", default="early", choices=["early", "late"], help="simulator only")
+    s.add_argument("--no-memfd-alloc", dest="memfd_alloc", action="store_false", help="simulator only")
+    s.add_argument("--xen", action="store_true", help="simulator only")
     s.add_argument("--mem-mb", type=int, default=256)
     s.add_argument("--ram", default="memfd", choices=["memfd", "memfd-private", "plain"])
     s.add_argument("--no-aux-ram-share", dest="aux_ram_share", action="store_false")
@@ -509,7 +537,8 @@ def _main(argv=None):
                           aux_ram_share=a.aux_ram_share, machine=a.machine,
                           sandbox_spawn_deny=a.sandbox_spawn_deny, paused=a.paused,
                           binary_copy=a.binary_copy, fill_mb=a.fill_mb,
-                          event_monitor=a.event_monitor, extra_args=tuple(a.extra_args))).start()
+                          event_monitor=a.event_monitor, spelling=a.spelling, memfd_alloc=a.memfd_alloc,
+                          xen=a.xen, extra_args=tuple(a.extra_args))).start()
         if a.wait_ticks:
             vm.wait_ticks(a.wait_ticks)
         out = vm.info()

@@ -1,0 +1,21 @@
+/* The live-update SIMULATOR's executable: embeds Python and runs the simulator
+ * script with QEMU's command line, so that /proc/PID/exe, the exec target of
+ * cprexec and the file the cpr.qemu modules check are one ELF binary, as a
+ * real QEMU build would be.  SIM_SCRIPT is set when provision.sh builds it. */
+#include <Python.h>
+#include <stdlib.h>
+
+int main(int argc, char **argv)
+{
+    char **args = calloc(argc + 3, sizeof(char *));
+    int i;
+
+    if (!args)
+        return 1;
+    args[0] = argv[0];
+    args[1] = "-I"; /* isolated: no user site, no PYTHON* variables */
+    args[2] = SIM_SCRIPT;
+    for (i = 1; i < argc; i++)
+        args[i + 2] = argv[i];
+    return Py_BytesMain(argc + 2, args);
+}
