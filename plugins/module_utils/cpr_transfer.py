@@ -126,7 +126,7 @@ def switch(conn, session, timeout, qmp_timeout):
             "QMP socket" % (vm, why, " (new QEMU said: %s)" % log if log else "", runstate, session["pid"]),
             guest="old QEMU, PID %d, %s" % (session["pid"], runstate), recovered=True)
 
-    while not os.path.exists(cpr_host):
+    while not common.listening(session["cpr_socket"]):
         if proc.poll() is not None:
             rollback("the new QEMU exited before listening (status %s)" % proc.returncode)
         if time.monotonic() > deadline:
