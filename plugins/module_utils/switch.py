@@ -18,7 +18,8 @@ import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
-_POLL = 0.002
+# Polled while the guest is paused: every millisecond here is pause.
+_POLL = 0.0005
 
 
 class SwitchFailed(Exception):
