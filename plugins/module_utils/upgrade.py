@@ -270,8 +270,10 @@ def verify(given, timeout=5.0, check_mode=False):
                        "new_pid": given.get("pid"), "pause_ms": None}, \
             "%s already runs %s" % (given.get("vm"), given.get("new_binary"))
     if given.get("check_mode"):
-        return True, {"dialect": given.get("dialect")}, "%s would be verified on QEMU %s" % (
-            given.get("vm"), given.get("new_version"))
+        return True, {"dialect": given.get("dialect"), "old_version": given.get("old_version"),
+                      "new_version": given.get("new_version"), "old_pid": given.get("pid"), "new_pid": None,
+                      "pause_ms": None}, \
+            "%s would be verified on QEMU %s" % (given.get("vm"), given.get("new_version"))
     s = _locked(given)
     label = s["vm"]
     if s["step"] != "switched":
