@@ -56,7 +56,7 @@ EOC
 cleanup() {
     if [ -n "${VENV:-}" ] && [ -d "$CPR_LAB_RUN" ]; then
         "$VENV/bin/python" "$REPO/tests/lab/vmlab.py" stop-all >/dev/null || true
-        rmdir "$CPR_LAB_RUN" 2>/dev/null || true
+        rm -rf "$CPR_LAB_RUN"
     fi
     if [ -n "${COLLECTIONS_DIR:-}" ]; then
         rm -rf "$COLLECTIONS_DIR"

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of the collection on a fresh Debian 12 machine, as root:
 # sanity (no ignores), ansible-lint (production), unit tests, the dialects'
-# failure paths on real QEMU, and the integration tests against real QEMU 10.0
-# and 11.1 guests.
-# Usage: scripts/test.sh [sanity|lint|units|dialects|integration ...]  (default: all)
+# failure paths on real QEMU, the integration tests against real QEMU 10.0
+# and 11.1 guests, and the playbook over SSH against three namespace hosts.
+# Usage: scripts/test.sh [sanity|lint|units|dialects|integration|fleet ...]  (default: all)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap cleanup EXIT
 
 stages=("$@")
-[ "${#stages[@]}" -gt 0 ] || stages=(sanity lint units dialects integration)
+[ "${#stages[@]}" -gt 0 ] || stages=(sanity lint units dialects integration fleet)
 
 setup_lab
 setup_venv
@@ -33,6 +33,7 @@ for stage in "${stages[@]}"; do
     units) ansible-test units --local --python 3.11 --requirements || failed+=(units) ;;
     dialects) PYTHONPATH=$COLLECTIONS_DIR python -m pytest -p no:cacheprovider -v tests/dialects || failed+=(dialects) ;;
     integration) ansible-test integration --local --python 3.11 --allow-destructive || failed+=(integration) ;;
+    fleet) bash tests/fleet/run.sh || failed+=(fleet) ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
     esac
 done

@@ -67,6 +67,23 @@ host_packages() {
     fi
 }
 
+# sshd for the fleet tests' namespace hosts. Installing it must not start an
+# sshd on this machine (the tests run their own, one per namespace host), so a
+# policy-rc.d refuses service starts while apt runs.
+fleet_packages() {
+    dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q 'install ok installed' && return
+    apt_update_once
+    local policy=/usr/sbin/policy-rc.d own=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        own=1
+    fi
+    log "installing openssh-server (not started)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+    [ "$own" -eq 0 ] || rm -f "$policy"
+}
+
 host_qemu() {
     local v
     v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
@@ -186,6 +203,7 @@ simulator() {
 }
 
 host_packages
+fleet_packages
 host_qemu
 trixie_root
 guest_kernel

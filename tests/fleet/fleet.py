@@ -1,0 +1,133 @@
+"""Several QEMU "hosts" on one machine, each reached by Ansible over real SSH.
+
+A host is a network namespace (its own address on a veth pair) whose sshd runs
+in its own PID and mount namespaces: processes started there over SSH (QEMU
+VMs) are invisible to the other hosts' discovery, and die with that sshd, which
+is the namespace's PID 1.  The addresses are this run's own, inside namespaces
+it made.  ``up`` writes an inventory and a state file; ``down`` stops each
+sshd by the host PID recorded at ``up`` and deletes the namespaces.
+
+Usage: fleet.py up DIR N  |  fleet.py down DIR
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SSHD = "/usr/sbin/sshd"
+NET = "10.213.%d.%d"  # host side .1, namespace side .2, one /30 per host
+
+
+def _run(*cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def up(workdir, count, python):
+    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    key = os.path.join(workdir, "id_ed25519")
+    if not os.path.exists(key):
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(workdir, "host_key"))
+    with open(key + ".pub") as f, open(os.path.join(workdir, "authorized_keys"), "w") as out:
+        out.write(f.read())
+    os.chmod(os.path.join(workdir, "authorized_keys"), 0o600)
+    tag = os.path.basename(workdir.rstrip("/"))[-6:]
+    state = {"hosts": []}
+    for n in range(1, count + 1):
+        ns, veth = "cprlab-%s-h%d" % (tag, n), "cpr%sh%d" % (tag[-4:], n)
+        host_ip, ns_ip = NET % (n, 1), NET % (n, 2)
+        _run("ip", "netns", "add", ns)
+        state["hosts"].append({"name": "h%d" % n, "netns": ns, "veth": veth, "address": ns_ip})
+        _save(workdir, state)
+        _run("ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p")
+        _run("ip", "link", "set", veth + "p", "netns", ns)
+        _run("ip", "addr", "add", host_ip + "/30", "dev", veth)
+        _run("ip", "link", "set", veth, "up")
+        _run("ip", "netns", "exec", ns, "ip", "addr", "add", ns_ip + "/30", "dev", veth + "p")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", veth + "p", "up")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        config = os.path.join(workdir, "sshd_h%d.conf" % n)
+        with open(config, "w") as f:
+            f.write("ListenAddress %s\nHostKey %s\nAuthorizedKeysFile %s\nPermitRootLogin prohibit-password\n"
+                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile none\n"
+                    "StrictModes no\nSubsystem sftp internal-sftp\nAcceptEnv CPR_LAB_*\n"
+                    % (ns_ip, os.path.join(workdir, "host_key"), os.path.join(workdir, "authorized_keys")))
+        log = open(os.path.join(workdir, "sshd_h%d.log" % n), "ab")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--pid", "--mount", "--fork",
+                                 "--mount-proc", SSHD, "-f", config, "-D", "-e"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        state["hosts"][-1]["pid"] = proc.pid
+        _save(workdir, state)
+    inventory = {"qemu_hosts": {"hosts": {}, "vars": {
+        "ansible_user": "root", "ansible_ssh_private_key_file": key, "ansible_python_interpreter": python,
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"}}}
+    for h in state["hosts"]:
+        inventory["qemu_hosts"]["hosts"][h["name"]] = {"ansible_host": h["address"]}
+    with open(os.path.join(workdir, "inventory.json"), "w") as f:
+        json.dump(inventory, f, indent=1)
+    for h in state["hosts"]:
+        _wait_ssh(workdir, h)
+    return state
+
+
+def ssh(workdir, host, *command):
+    return ["ssh", "-i", os.path.join(workdir, "id_ed25519"), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+            "root@" + host["address"]] + list(command)
+
+
+def _wait_ssh(workdir, host, timeout=30):
+    deadline = time.monotonic() + timeout
+    while subprocess.run(ssh(workdir, host, "true"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("sshd of %s did not answer" % host["name"])
+        time.sleep(0.2)
+
+
+def _save(workdir, state):
+    with open(os.path.join(workdir, "fleet.json"), "w") as f:
+        json.dump(state, f)
+
+
+def down(workdir):
+    try:
+        with open(os.path.join(workdir, "fleet.json")) as f:
+            state = json.load(f)
+    except OSError:
+        return
+    for h in state["hosts"]:
+        # The recorded PID is `ip netns exec`, which exec'd unshare; unshare's
+        # child is sshd, PID 1 of the host's PID namespace: killing it ends
+        # every process of that host.
+        if h.get("pid"):
+            for child in _children(h["pid"]) + [h["pid"]]:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    time.sleep(0.5)
+    for h in state["hosts"]:
+        # Either may be gone already (the veth goes with its namespace).
+        subprocess.run(["ip", "netns", "del", h["netns"]], stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["ip", "link", "del", h["veth"]], stderr=subprocess.DEVNULL, check=False)
+    os.unlink(os.path.join(workdir, "fleet.json"))
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "up":
+        up(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        down(sys.argv[2])
