@@ -46,6 +46,7 @@ setup_collection_tree() {
 cpr_lab_python: $VENV/bin/python
 cpr_lab: $COLLECTION/tests/lab/vmlab.py
 cpr_lab_root: $CPR_LAB_CACHE/trixie
+cpr_lab_cache: $CPR_LAB_CACHE
 cpr_lab_env:
   CPR_LAB_CACHE: $CPR_LAB_CACHE
   CPR_LAB_RUN: $CPR_LAB_RUN
