@@ -148,13 +148,6 @@ class LabVM:
             return SIM_BIN
         return QEMU_BIN if self.root is None else self.root + QEMU_BIN
 
-    @property
-    def binary_on_host(self):
-        """The same binary as a path on the host."""
-        if self.root is None or self.spec.binary_copy:
-            return self.binary
-        return self.root + QEMU_BIN
-
     def sim_args(self):
         s = self.spec
         args = ["-name", s.name, "-machine", s.machine + (",memfd-alloc=on" if s.memfd_alloc else ""),
@@ -358,7 +351,7 @@ class LabVM:
         return {"name": self.spec.name, "pid": self.pid, "qemu": self.spec.qemu,
                 "qmp_socket": self.qmp_socket, "serial_log": self.serial_log,
                 "run_dir": self.run_dir, "binary": self.binary, "root": self.root or "/",
-                "binary_on_host": self.binary_on_host, "argv": self.argv}
+                "argv": self.argv}
 
 
 @dataclasses.dataclass
