@@ -143,3 +143,27 @@ def inspect(address, timeout, target=None):
     if target is not None:
         facts["target"] = readiness.assess_target(facts, target)
     return facts
+
+
+def inspect_discovered(found, timeout, target=None):
+    """One report per discovered QEMU process, through the first of its QMP sockets that answers.
+
+    ``found`` is process.discover()'s list.  A VM may have several monitors (one held by a
+    management tool, say): it is one VM, reported once, with the error of its first socket if none
+    answers.
+    """
+    by_pid = {}
+    for entry in found:
+        by_pid.setdefault(entry["pid"], []).append(entry["qmp_socket"])
+    reports = []
+    for sockets in by_pid.values():
+        first = None
+        for sock in sockets:
+            report = inspect(sock, timeout, target)
+            if "error" not in report:
+                break
+            first = first or report
+        else:
+            report = first
+        reports.append(report)
+    return reports

@@ -38,7 +38,8 @@ options:
       - QMP UNIX socket paths of the VMs to inspect, as plain paths or C(unix:PATH).
       - When empty, every QEMU system emulator process on this host that has a QMP UNIX socket
         on its command line (C(-qmp unix:...) or C(-chardev socket,...) with C(-mon mode=control))
-        is discovered and inspected.
+        is discovered and inspected, each once. A QEMU with several QMP sockets is inspected through
+        the first one that answers (another client may hold the others).
       - TCP monitors are refused.
     type: list
     elements: str
@@ -343,9 +344,11 @@ def main():
             module.fail_json(msg=str(e))
 
     explicit = bool(p["qmp_sockets"])
-    sockets = p["qmp_sockets"] or [d["qmp_socket"] for d in process.discover()]
-    vms = sorted((vm_facts.inspect(s, p["timeout"], target) for s in sockets),
-                 key=lambda vm: vm["qmp_socket"])
+    if explicit:
+        vms = [vm_facts.inspect(s, p["timeout"], target) for s in p["qmp_sockets"]]
+    else:
+        vms = vm_facts.inspect_discovered(process.discover(), p["timeout"], target)
+    vms.sort(key=lambda vm: vm["qmp_socket"])
 
     failed = [vm for vm in vms if "error" in vm]
     result = dict(changed=False, vms=vms)
