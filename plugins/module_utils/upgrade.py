@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
     cpr_exec, cpr_transfer, live_update, process, qemu_binary, readiness, session as sessions, validation,
@@ -260,6 +261,32 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
     return True, s, "%s switched to QEMU %s (PID %d) by %s%s" % (
         label, s["new_version"], s["new_pid"], s["dialect"],
         ", guest paused %.1f ms" % s["pause_ms"] if s["pause_ms"] is not None else ", guest stays paused")
+
+
+def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=False):
+    """qemu_cprexec with several sessions: switch each VM in its own thread, so their pauses overlap.
+
+    One VM's failure never touches another's switch.  Returns one outcome per session, in order:
+    ``{vm, changed, failed, msg, session, pause_ms, new_pid}`` plus ``guest`` and ``recovered`` when
+    the failure came after the checks.
+    """
+    def one(given):
+        try:
+            changed, s, msg = switch(given, timeout=timeout, switch_timeout=switch_timeout, check_mode=check_mode)
+        except UpgradeError as e:
+            return dict(e.details, vm=given.get("vm"), changed=False, failed=True, msg=e.message)
+        except Exception as e:  # pylint: disable=broad-except
+            # A fault of this code must not hide the other VMs' outcomes.
+            return {"vm": given.get("vm"), "changed": False, "failed": True,
+                    "msg": "%s: the switch failed unexpectedly: %r. Check the VM with cpr.qemu.qemu_cpr_info"
+                           % (given.get("vm"), e)}
+        return {"vm": s.get("vm"), "changed": changed, "failed": False, "msg": msg, "session": s,
+                "pause_ms": s.get("pause_ms"), "new_pid": s.get("new_pid", s.get("pid"))}
+
+    if len(given_sessions) < 2:
+        return [one(given) for given in given_sessions]
+    with ThreadPoolExecutor(max_workers=len(given_sessions)) as pool:
+        return list(pool.map(one, given_sessions))
 
 
 def verify(given, timeout=5.0, check_mode=False):

@@ -40,14 +40,23 @@ options:
   session:
     description:
       - The RV(cpr.qemu.qemu_cprsave#module:session) that M(cpr.qemu.qemu_cprsave) returned.
+      - Exactly one of O(session) and O(sessions) is required.
     type: dict
-    required: true
+  sessions:
+    description:
+      - Several VMs' sessions, switched at once, each in its own thread, so their pauses overlap.
+      - One VM's failed switch never touches another's; RV(switches) has each VM's outcome and the
+        task fails if any VM failed.
+    type: list
+    elements: dict
+    version_added: 0.2.0
   argv:
     description:
       - The new QEMU's full argv, starting with the new binary, instead of the one the session derived
         (the VM's own argv on the new binary, machine type pinned to its versioned name).
       - Validated like the derived one. Must not contain C(-incoming), C(-S) or C(-daemonize), since
         the module adds what the dialect needs.
+      - Only with O(session).
       - Secret values in it (C(data=), C(password=)) are masked in the results; to keep them out of
         the host's log of module invocations too, pass secrets with C(-object secret,file=...).
     type: list
@@ -73,6 +82,11 @@ EXAMPLES = r"""
   cpr.qemu.qemu_cprexec:
     session: "{{ cpr_save.session }}"
     argv: "{{ cpr_save.session.new_argv + ['-msg', 'timestamp=on'] }}"
+
+- name: Switch the VMs checkpointed in a loop, all at once
+  cpr.qemu.qemu_cprexec:
+    sessions: "{{ cpr_saves.results | map(attribute='session') | list }}"
+  register: cpr_execs
 """
 
 RETURN = r"""
@@ -110,6 +124,39 @@ recovered:
   description: Whether a failed switch left the guest running (or paused, as before) on the old QEMU.
   returned: failure after the checks
   type: bool
+switches:
+  description: With O(sessions), each VM's outcome, in the order of O(sessions).
+  returned: always, with O(sessions)
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: The VM's name.
+      type: str
+    failed:
+      description: Whether this VM's switch failed.
+      type: bool
+    changed:
+      description: Whether this VM was switched.
+      type: bool
+    msg:
+      description: What happened to this VM.
+      type: str
+    session:
+      description: The VM's session for M(cpr.qemu.qemu_cprload), as RV(session); absent if it failed.
+      type: dict
+    pause_ms:
+      description: The VM's pause in milliseconds, as RV(pause_ms).
+      type: float
+    new_pid:
+      description: PID of the QEMU that runs the VM now.
+      type: int
+    guest:
+      description: Where the guest is after a failed switch, as RV(guest).
+      type: str
+    recovered:
+      description: As RV(recovered).
+      type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -121,16 +168,33 @@ from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            session=dict(type="dict", required=True),
+            session=dict(type="dict"),
+            sessions=dict(type="list", elements="dict"),
             argv=dict(type="list", elements="str"),
             switch_timeout=dict(type="float", default=60.0),
             timeout=dict(type="float", default=5.0),
         ),
+        mutually_exclusive=[("session", "sessions")],
+        required_one_of=[("session", "sessions")],
+        required_by={"argv": "session"},
         supports_check_mode=True,
     )
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    if p["sessions"] is not None:
+        switches = upgrade.switch_at_once(p["sessions"], timeout=p["timeout"], switch_timeout=p["switch_timeout"],
+                                          check_mode=module.check_mode)
+        for outcome in switches:
+            if "session" in outcome:
+                outcome["session"] = session.public(outcome["session"])
+        changed = any(o["changed"] for o in switches)
+        failed = [o for o in switches if o["failed"]]
+        if failed:
+            module.fail_json(msg="%d of %d VMs failed to switch: %s" % (
+                len(failed), len(switches), "; ".join(o["msg"] for o in failed)), changed=changed, switches=switches)
+        module.exit_json(changed=changed, switches=switches, msg="; ".join(o["msg"] for o in switches)
+                         or "no VM to switch")
     # Only the secret values are hidden: masking the whole argv would mask
     # every option name wherever it appears in messages.
     module.no_log_values.update(process.secret_values(p["argv"] or []))
