@@ -38,6 +38,14 @@ options:
     description: A JMESPath expression that selects VMs from the input list, for example C([?version=='10.0.2']).
     type: str
     default: ""
+  pending_version:
+    description:
+      - A Debian package version of QEMU (for example V(1:11.1.3+ds-1~bpo13+1)) that is to replace the target
+        binary but is not installed yet (check mode). The plan then compares each VM with that version's
+        upstream part; the target binary's machine types are not known, so they are not checked.
+    type: str
+    default: ""
+    version_added: 0.2.0
 """
 
 EXAMPLES = r"""
@@ -78,6 +86,8 @@ _value:
       type: int
 """
 
+import re
+
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_native
 
@@ -99,7 +109,24 @@ def _entry(vm, action, reason=""):
             "version_target": target.get("version"), "pid_before": vm.get("pid")}
 
 
-def upgrade_plan(vms, names=None, query=""):
+def upstream_version(package_version):
+    """The QEMU version in a Debian package version: 1:11.1.3+ds-1~bpo13+1 -> 11.1.3."""
+    return re.split(r"[-+~]", package_version.split(":", 1)[-1], maxsplit=1)[0]
+
+
+def _older(version, than):
+    def key(v):
+        return [int(p) if p.isdigit() else 0 for p in v.split(".")]
+    return key(version) < key(than)
+
+
+def _pending_target(vm, pending_version):
+    version = upstream_version(pending_version)
+    return {"version": version, "on_target_binary": False, "outdated": _older(vm["version"], version),
+            "offers_machine_type": True, "notes": []}
+
+
+def upgrade_plan(vms, names=None, query="", pending_version=""):
     if not isinstance(vms, list):
         raise AnsibleFilterError("upgrade_plan expects the vms list of cpr.qemu.qemu_cpr_info")
     chosen = None
@@ -117,6 +144,8 @@ def upgrade_plan(vms, names=None, query=""):
         if "error" in vm:
             plan.append(_entry(vm, "skipped", "not inspected: %s" % vm["error"]))
             continue
+        if pending_version:
+            vm = dict(vm, target=_pending_target(vm, pending_version))
         if "target" not in vm:
             raise AnsibleFilterError("upgrade_plan needs qemu_cpr_info run with target_binary")
         target = vm["target"]

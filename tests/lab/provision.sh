@@ -2,6 +2,7 @@
 # Provisions the real-QEMU lab on a Debian 12 machine, as root, idempotently:
 #   - QEMU 10.0.x on the host, from bookworm-backports;
 #   - QEMU 11.1.x in a debootstrap'd trixie root, from trixie-backports;
+#   - a second trixie root with QEMU 10.0 and QEMU 11.1 in a local repository;
 #   - Debian's cloud kernel and a busybox initramfs for the test guest.
 # Everything lands in $CPR_LAB_CACHE (default /var/cache/cpr-qemu-lab); a second
 # run finds it there and takes seconds. Apt URIs are taken from this machine's
@@ -11,6 +12,7 @@ set -euo pipefail
 CACHE=${CPR_LAB_CACHE:-/var/cache/cpr-qemu-lab}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$CACHE/trixie
+PKGHOST=$CACHE/pkghost
 GUEST=$CACHE/guest
 HOST_QEMU_SERIES=10.0
 ROOT_QEMU_SERIES=11.1
@@ -147,6 +149,42 @@ EOF
     mv "$tmp" "$ROOT"
 }
 
+# A trixie root for the fleet test's "package host": QEMU 10.0 from trixie
+# installed, python3 and python3-apt for Ansible, and a local apt repository
+# (/srv/cpr-lab-repo, the only source) holding the trixie-backports QEMU 11.1
+# packages, so the role can install that version with apt where no mirror
+# is reachable. Built from a copy of the trixie root.
+pkghost_root() {
+    local want have tmp=$CACHE/pkghost.partial
+    want=$(chroot "$ROOT" dpkg-query -W -f='${Version}' qemu-system-x86)
+    have=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["target"])' "$PKGHOST.json" 2>/dev/null || true)
+    [ -x "$PKGHOST/usr/bin/python3" ] && [ "$want" = "$have" ] && return
+    log "building the package host's root (QEMU 10.0, a local repository with QEMU $want)"
+    rm -rf "$tmp"
+    cp -a "$ROOT" "$tmp"
+    ROOT=$tmp in_root apt-get update -qq
+    ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --autoremove qemu-system-x86 >/dev/null
+    ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        qemu-system-x86 python3 python3-apt apt-utils >/dev/null
+    ROOT=$tmp in_root apt-get clean # the repository gets only what the upgrade downloads
+    ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        --download-only -t trixie-backports qemu-system-x86 >/dev/null
+    mkdir -p "$tmp/srv/cpr-lab-repo"
+    mv "$tmp"/var/cache/apt/archives/*.deb "$tmp/srv/cpr-lab-repo/"
+    ROOT=$tmp in_root sh -c 'cd /srv/cpr-lab-repo && apt-ftparchive packages . >Packages'
+    echo "deb [trusted=yes] file:/srv/cpr-lab-repo ./" >"$tmp/etc/apt/sources.list"
+    rm -f "$tmp"/etc/apt/sources.list.d/*
+    ROOT=$tmp in_root apt-get update -qq
+    ROOT=$tmp in_root apt-get clean
+    have=$(dpkg-deb -f "$tmp"/srv/cpr-lab-repo/qemu-system-x86_*.deb Version)
+    [ "$have" = "$want" ] || die "the package host's repository has QEMU $have, not $want"
+    printf '{"installed": "%s", "target": "%s"}\n' \
+        "$(chroot "$tmp" dpkg-query -W -f='${Version}' qemu-system-x86)" "$have" >"$tmp.json"
+    rm -rf "$PKGHOST"
+    mv "$tmp" "$PKGHOST"
+    mv "$tmp.json" "$PKGHOST.json"
+}
+
 guest_kernel() {
     [ -s "$GUEST/vmlinuz" ] && return
     local tmp pkg
@@ -206,6 +244,7 @@ host_packages
 fleet_packages
 host_qemu
 trixie_root
+pkghost_root
 guest_kernel
 guest_initramfs
 simulator

@@ -9,7 +9,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.cpr.qemu.plugins.filter.upgrade_line import upgrade_line
-from ansible_collections.cpr.qemu.plugins.filter.upgrade_plan import upgrade_plan
+from ansible_collections.cpr.qemu.plugins.filter.upgrade_plan import upgrade_plan, upstream_version
 
 
 def _vm(name, version="10.0.2", outdated=True, current=False, offers=True, dialect="cpr-transfer"):
@@ -81,3 +81,19 @@ def test_bad_query_and_missing_target_are_clear_errors():
 ])
 def test_upgrade_line(result, line):
     assert upgrade_line(result) == line
+
+
+@pytest.mark.parametrize("package, upstream", [("1:11.1.3+ds-1~bpo13+1", "11.1.3"), ("1:10.0.13+ds-0+deb13u1", "10.0.13"),
+                                               ("11.2.0-1", "11.2.0"), ("10.0.2", "10.0.2")])
+def test_upstream_version_of_a_debian_package_version(package, upstream):
+    assert upstream_version(package) == upstream
+
+
+def test_a_pending_package_version_is_compared_before_it_is_installed():
+    # In check mode the target binary on disk is still the one the VMs run.
+    fleet = [_vm("old", outdated=False, current=True), _vm("plain", outdated=False, current=True, dialect=None),
+             _vm("newer", version="11.2.0", outdated=False)]
+    got = dict((p["vm"], p) for p in upgrade_plan(copy.deepcopy(fleet), pending_version="1:11.1.3+ds-1~bpo13+1"))
+    assert (got["old"]["action"], got["old"]["version_target"]) == ("upgrade", "11.1.3")
+    assert got["plain"]["action"] == "skipped" and got["plain"]["reason"].startswith("not ready")
+    assert got["newer"]["action"] == "already-current"
