@@ -7,7 +7,13 @@ is the namespace's PID 1.  The addresses are this run's own, inside namespaces
 it made.  ``up`` writes an inventory and a state file; ``down`` stops each
 sshd by the host PID recorded at ``up`` and deletes the namespaces.
 
-Usage: fleet.py up DIR N  |  fleet.py down DIR
+A "package host" (``up DIR N PYTHON PKGROOT``, host N+1) is one more such
+host whose SSH sessions are chrooted into an overlay of PKGROOT, a Debian root
+with its own QEMU and apt: Ansible installs packages there as on a real host,
+and the overlay (in DIR) keeps the cached root unchanged.  The lab's scripts,
+guest kernel, DIR and the qemu.qmp library are bound into it at their paths.
+
+Usage: fleet.py up DIR N PYTHON [PKGROOT]  |  fleet.py down DIR
 """
 
 import json
@@ -25,7 +31,34 @@ def _run(*cmd):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def up(workdir, count, python):
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAB = os.path.join(os.path.dirname(HERE), "lab")
+GUEST = os.path.join(os.environ.get("CPR_LAB_CACHE", "/var/cache/cpr-qemu-lab"), "guest")
+
+# Runs as PID 1 of the package host's PID namespace, in its own mount
+# namespace: the overlay and binds die with it.
+ROOTED_SSHD = r"""
+set -e
+lower=$1 dir=$2 qmp=$3; shift 3
+root=$dir/root
+mkdir -p "$root" "$dir/upper" "$dir/work"
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$root"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+for d in "$@"; do mkdir -p "$root$d"; mount --bind "$d" "$root$d"; done
+py=$(cd "$root/usr/lib" && ls -d python3.[0-9]* | head -n 1)
+mkdir -p "$root/usr/local/lib/$py/dist-packages/qemu"
+mount --bind "$qmp" "$root/usr/local/lib/$py/dist-packages/qemu"
+exec /usr/sbin/sshd -f "$dir/sshd.conf" -D -e
+"""
+
+
+def _qemu_qmp_package():
+    import qemu.qmp  # the lab venv's copy: pure Python, bound into the package host
+    return os.path.dirname(os.path.dirname(qemu.qmp.__file__))
+
+
+def up(workdir, count, python, pkgroot=None):
     os.makedirs(workdir, mode=0o700, exist_ok=True)
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     key = os.path.join(workdir, "id_ed25519")
@@ -37,7 +70,8 @@ def up(workdir, count, python):
     os.chmod(os.path.join(workdir, "authorized_keys"), 0o600)
     tag = os.path.basename(workdir.rstrip("/"))[-6:]
     state = {"hosts": []}
-    for n in range(1, count + 1):
+    for n in range(1, count + 1 + (1 if pkgroot else 0)):
+        rooted = pkgroot and n == count + 1
         ns, veth = "cprlab-%s-h%d" % (tag, n), "cpr%sh%d" % (tag[-4:], n)
         host_ip, ns_ip = NET % (n, 1), NET % (n, 2)
         _run("ip", "netns", "add", ns)
@@ -50,15 +84,24 @@ def up(workdir, count, python):
         _run("ip", "netns", "exec", ns, "ip", "addr", "add", ns_ip + "/30", "dev", veth + "p")
         _run("ip", "netns", "exec", ns, "ip", "link", "set", veth + "p", "up")
         _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        config = os.path.join(workdir, "sshd_h%d.conf" % n)
+        host_dir = os.path.join(workdir, "h%d" % n)
+        os.makedirs(host_dir, mode=0o700, exist_ok=True)
+        config = os.path.join(host_dir, "sshd.conf")
         with open(config, "w") as f:
             f.write("ListenAddress %s\nHostKey %s\nAuthorizedKeysFile %s\nPermitRootLogin prohibit-password\n"
                     "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile none\n"
                     "StrictModes no\nSubsystem sftp internal-sftp\nAcceptEnv CPR_LAB_*\n"
                     % (ns_ip, os.path.join(workdir, "host_key"), os.path.join(workdir, "authorized_keys")))
-        log = open(os.path.join(workdir, "sshd_h%d.log" % n), "ab")
+            if rooted:
+                f.write("ChrootDirectory %s\n" % os.path.join(host_dir, "root"))
+        if rooted:
+            server = ["sh", "-c", ROOTED_SSHD, "sh", pkgroot, host_dir, _qemu_qmp_package(), LAB, GUEST, workdir]
+            state["hosts"][-1]["package_host"] = True
+        else:
+            server = [SSHD, "-f", config, "-D", "-e"]
+        log = open(os.path.join(host_dir, "sshd.log"), "ab")
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--pid", "--mount", "--fork",
-                                 "--mount-proc", SSHD, "-f", config, "-D", "-e"],
+                                 "--mount-proc", "--propagation", "private"] + server,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         state["hosts"][-1]["pid"] = proc.pid
         _save(workdir, state)
@@ -67,6 +110,8 @@ def up(workdir, count, python):
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"}}}
     for h in state["hosts"]:
         inventory["qemu_hosts"]["hosts"][h["name"]] = {"ansible_host": h["address"]}
+        if h.get("package_host"):
+            inventory["qemu_hosts"]["hosts"][h["name"]]["ansible_python_interpreter"] = "/usr/bin/python3"
     with open(os.path.join(workdir, "inventory.json"), "w") as f:
         json.dump(inventory, f, indent=1)
     for h in state["hosts"]:
@@ -128,6 +173,6 @@ def _children(pid):
 
 if __name__ == "__main__":
     if sys.argv[1] == "up":
-        up(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        up(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     else:
         down(sys.argv[2])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The fleet test: playbooks/upgrade-qemu.yml over real SSH against three
+# The fleet test: playbooks/upgrade-qemu.yml over real SSH against four
 # namespace hosts (see fleet.py), each with its own QEMU 10.0 VMs, upgraded to
-# QEMU 11.1. Run by scripts/test.sh (stage "fleet") with the venv on PATH and
+# QEMU 11.1: h1-h3 to a binary in place, the package host h4 by installing
+# the QEMU 11.1 package first. Run by scripts/test.sh (stage "fleet") with the venv on PATH and
 # ANSIBLE_COLLECTIONS_PATH set; needs root.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,28 +14,61 @@ PY=$(command -v python)
 # hosts are stopped either way.
 trap 'rc=$?; python "$HERE/fleet.py" down "$W"; [ $rc -eq 0 ] || tail -n 40 "$W"/*.log; rm -rf "$W"' EXIT
 
-python "$HERE/fleet.py" up "$W" 3 "$PY"
+python "$HERE/fleet.py" up "$W" 3 "$PY" "$CPR_LAB_CACHE/pkghost"
 INV=$W/inventory.json
 ssh_to() { local h=$1; shift; ssh -i "$W/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
     -o LogLevel=ERROR -o BatchMode=yes "root@$(python -c "import json;print(json.load(open('$INV'))['qemu_hosts']['hosts']['$h']['ansible_host'])")" "$@"; }
-lab_on() { local h=$1; shift; ssh_to "$h" env CPR_LAB_RUN="$W/vms-$h" CPR_LAB_CACHE="${CPR_LAB_CACHE}" "$PY" "$LAB" "$@"; }
+lab_on() {
+    local h=$1 py=$PY; shift
+    [ "$h" != h4 ] || py=/usr/bin/python3 # the package host's own
+    ssh_to "$h" env CPR_LAB_RUN="$W/vms-$h" CPR_LAB_CACHE="${CPR_LAB_CACHE}" "$py" "$LAB" "$@"
+}
 
-echo "== starting VMs on h1 (one with plain RAM), h2 and h3, each inside its own host"
-lab_on h1 start vm-h1 --qemu 10.0 >/dev/null
-lab_on h1 start plain-h1 --qemu 10.0 --ram plain >/dev/null
-lab_on h2 start vm-h2 --qemu 10.0 >/dev/null
-lab_on h3 start vm-h3 --qemu 10.0 >/dev/null
-for h in h1 h2 h3; do lab_on "$h" wait-ticks "vm-$h" 2 >/dev/null; done
+echo "== starting VMs on h1 (one with plain RAM), h2, h3 and the package host h4, each inside its own host"
+# Each VM has a second QMP monitor whose recorder logs every event, so a
+# stage can prove no guest was paused.
+lab_on h1 start vm-h1 --qemu 10.0 --event-monitor >/dev/null
+lab_on h1 start plain-h1 --qemu 10.0 --ram plain --event-monitor >/dev/null
+lab_on h2 start vm-h2 --qemu 10.0 --event-monitor >/dev/null
+lab_on h3 start vm-h3 --qemu 10.0 --event-monitor >/dev/null
+# h4's "10.0" is its own root's QEMU, from trixie.
+lab_on h4 start vm-h4 --qemu 10.0 --event-monitor >/dev/null
+for h in h1 h2 h3 h4; do lab_on "$h" wait-ticks "vm-$h" 2 >/dev/null; done
 
-LAUNCHER=$(python -c "import json,sys; sys.path.insert(0,'$REPO/tests/lab'); import vmlab; print(json.dumps(vmlab.launcher()))")
+# h1-h3 upgrade to the trixie root's QEMU 11.1 binary; h4 installs the QEMU
+# 11.1 package from its local repository and upgrades to that.
+python - "$INV" "$REPO/tests/lab" "$CPR_LAB_CACHE" <<'EOP'
+import json, sys
+inv_path, lab, cache = sys.argv[1:]
+sys.path.insert(0, lab)
+import vmlab
+with open(inv_path) as f:
+    inv = json.load(f)
+with open(cache + "/pkghost.json") as f:
+    package = json.load(f)
+inv["qemu_hosts"]["vars"].update(live_upgrade_target_root=cache + "/trixie", live_upgrade_launcher=vmlab.launcher())
+inv["qemu_hosts"]["hosts"]["h4"].update(live_upgrade_target_root="/", live_upgrade_launcher=[],
+                                        live_upgrade_target_version=package["target"])
+with open(inv_path, "w") as f:
+    json.dump(inv, f, indent=1)
+EOP
+EXTRAVARS=$W/extravars.json
+echo "{\"qemu_upgrade_become\": false, \"live_upgrade_report_dir\": \"$W\"}" >"$EXTRAVARS"
 playbook() {
     local out=$1; shift
-    ansible-playbook -i "$INV" "$REPO/playbooks/upgrade-qemu.yml" -e "$(cat <<EOV
-{"qemu_upgrade_become": false, "qemu_upgrade_report": "$W/report-$out.json",
- "live_upgrade_target_root": "${CPR_LAB_CACHE}/trixie", "live_upgrade_launcher": $LAUNCHER,
- "live_upgrade_report_dir": "$W"}
-EOV
-)" "$@" >"$W/$out.log" 2>&1
+    ansible-playbook -i "$INV" "$REPO/playbooks/upgrade-qemu.yml" -e "@$EXTRAVARS" \
+        -e "qemu_upgrade_report=$W/report-$out.json" "$@" >"$W/$out.log" 2>&1
+}
+# As AWX runs a job template: ansible-runner (no containers) on a project
+# whose playbook is the one-line import of the collection's playbook by FQCN.
+runner() {
+    local out=$1 dir=$W/runner
+    mkdir -p "$dir/project" "$dir/inventory" "$dir/env"
+    printf -- '---\n- name: Upgrade QEMU\n  ansible.builtin.import_playbook: cpr.qemu.upgrade_qemu\n' >"$dir/project/upgrade.yml"
+    cp "$INV" "$dir/inventory/hosts.json"
+    python -c "import json,sys; v=json.load(open(sys.argv[1])); v['qemu_upgrade_report']=sys.argv[2]; json.dump(v, open(sys.argv[3],'w'))" \
+        "$EXTRAVARS" "$W/report-$out.json" "$dir/env/extravars"
+    ansible-runner run "$dir" -p upgrade.yml --ident "$out" >"$W/$out.log" 2>&1
 }
 check() { python "$HERE/check.py" "$W" "$@"; }
 
@@ -48,8 +82,8 @@ echo "== check mode on the fleet: the plan, nothing changed"
 playbook check --check
 check check
 
-echo "== rolling upgrade of the fleet"
-playbook rollout
+echo "== rolling upgrade of the fleet, run as AWX runs it"
+runner rollout
 check rollout
 
 echo "== second run: every VM already current, nothing changed"
