@@ -10,6 +10,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.cpr.qemu.plugins.filter.upgrade_line import upgrade_line
 from ansible_collections.cpr.qemu.plugins.filter.upgrade_plan import upgrade_plan, upstream_version
+from ansible_collections.cpr.qemu.plugins.filter.upgrade_table import upgrade_table
 
 
 def _vm(name, version="10.0.2", outdated=True, current=False, offers=True, dialect="cpr-transfer"):
@@ -97,3 +98,18 @@ def test_a_pending_package_version_is_compared_before_it_is_installed():
     assert (got["old"]["action"], got["old"]["version_target"]) == ("upgrade", "11.1.3")
     assert got["plain"]["action"] == "skipped" and got["plain"]["reason"].startswith("not ready")
     assert got["newer"]["action"] == "already-current"
+
+
+def test_upgrade_table_aligns_the_columns_and_counts_the_statuses():
+    lines = upgrade_table([
+        {"host": "hv1", "vm": "web1", "status": "upgraded", "version_before": "10.0.2", "version_after": "11.1.3",
+         "dialect": "cpr-transfer", "pause_ms": 12.44, "reason": "verified"},
+        {"host": "hv10", "vm": "db", "status": "skipped", "version_before": "10.0.2", "version_after": "10.0.2",
+         "dialect": None, "pause_ms": None, "reason": "not ready: cpr-transfer: guest RAM 'pc.ram'"},
+    ])
+    assert lines == [
+        "HOST  VM    STATUS    QEMU              DIALECT       PAUSE    REASON",
+        "hv1   web1  upgraded  10.0.2 -> 11.1.3  cpr-transfer  12.4 ms",
+        "hv10  db    skipped   10.0.2            -             -        not ready: cpr-transfer: guest RAM 'pc.ram'",
+        "2 VMs: 1 skipped, 1 upgraded",
+    ]

@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: upgrade_table
+short_description: The end-of-run summary table of a live upgrade
+version_added: 0.2.0
+description:
+  - Formats the C(live_upgrade_results) of the P(cpr.qemu.live_upgrade#role) role, of one host or of the
+    whole fleet, as the lines of a table with aligned columns (host, VM, status, QEMU versions, dialect,
+    pause, reason), followed by a count per status.
+author:
+  - cpr.qemu contributors (@cpr-qemu)
+options:
+  _input:
+    description: The results.
+    type: list
+    elements: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Summary of the roll-out
+  ansible.builtin.debug:
+    msg: "{{ results | cpr.qemu.upgrade_table }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The table's lines, the header first.
+  type: list
+  elements: str
+"""
+
+HEADER = ("HOST", "VM", "STATUS", "QEMU", "DIALECT", "PAUSE", "REASON")
+
+
+def _row(r):
+    before, after = r.get("version_before"), r.get("version_after")
+    qemu = "%s -> %s" % (before, after) if after and after != before else str(before)
+    pause = "%.1f ms" % r["pause_ms"] if r.get("pause_ms") is not None else "-"
+    reason = r.get("reason") if r.get("status") != "upgraded" else ""
+    return (str(r.get("host")), str(r.get("vm")), str(r.get("status")), qemu,
+            str(r.get("dialect") or "-"), pause, reason or "")
+
+
+def upgrade_table(results):
+    rows = [HEADER] + [_row(r) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    counts = {}
+    for r in results:
+        counts[r.get("status")] = counts.get(r.get("status"), 0) + 1
+    lines.append("%d VMs: %s" % (len(results), ", ".join("%d %s" % (n, s) for s, n in sorted(counts.items()))))
+    return [line.rstrip() for line in lines]
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"upgrade_table": upgrade_table}
