@@ -42,7 +42,9 @@ HEADER = ("HOST", "VM", "STATUS", "QEMU", "DIALECT", "PAUSE", "REASON")
 
 def _row(r):
     before, after = r.get("version_before"), r.get("version_after")
-    qemu = "%s -> %s" % (before, after) if after and after != before else str(before)
+    # An upgrade to a replaced binary of the same version still shows the arrow.
+    moved = after and (after != before or r.get("status") in ("upgraded", "planned"))
+    qemu = "%s -> %s" % (before, after) if moved else str(before)
     pause = "%.1f ms" % r["pause_ms"] if r.get("pause_ms") is not None else "-"
     reason = r.get("reason") if r.get("status") != "upgraded" else ""
     return (str(r.get("host")), str(r.get("vm")), str(r.get("status")), qemu,
