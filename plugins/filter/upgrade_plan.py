@@ -72,6 +72,10 @@ _value:
     reason:
       description: Why the VM is skipped or left alone; empty for V(upgrade).
       type: str
+    precheck_failed:
+      description: Whether the VM was selected but is skipped because it failed a pre-check (not ready for any
+        dialect, or a machine type the target lacks).
+      type: bool
     dialect:
       description: The dialect the VM is ready for, if any.
       type: str
@@ -102,11 +106,11 @@ def _name(vm):
     return vm.get("name") or vm.get("qmp_socket")
 
 
-def _entry(vm, action, reason=""):
+def _entry(vm, action, reason="", precheck_failed=False):
     target = vm.get("target") or {}
     return {"vm": _name(vm), "qmp_socket": vm.get("qmp_socket"), "action": action, "reason": reason,
-            "dialect": vm.get("preferred_dialect"), "version_before": vm.get("version"),
-            "version_target": target.get("version"), "pid_before": vm.get("pid")}
+            "precheck_failed": precheck_failed, "dialect": vm.get("preferred_dialect"),
+            "version_before": vm.get("version"), "version_target": target.get("version"), "pid_before": vm.get("pid")}
 
 
 def upstream_version(package_version):
@@ -159,11 +163,11 @@ def upgrade_plan(vms, names=None, query="", pending_version=""):
             plan.append(_entry(vm, "already-current", "QEMU %s is not older than the target %s"
                                % (vm["version"], target["version"])))
         elif not target["offers_machine_type"]:
-            plan.append(_entry(vm, "skipped", "; ".join(target["notes"])))
+            plan.append(_entry(vm, "skipped", "; ".join(target["notes"]), precheck_failed=True))
         elif not vm.get("preferred_dialect"):
             reasons = ["%s: %s" % (d, "; ".join(v["reasons"])) for d, v in sorted(vm["dialects"].items())
                        if v.get("offered")] or ["QEMU %s speaks no CPR dialect" % vm["version"]]
-            plan.append(_entry(vm, "skipped", "not ready: " + " | ".join(reasons)))
+            plan.append(_entry(vm, "skipped", "not ready: " + " | ".join(reasons), precheck_failed=True))
         else:
             plan.append(_entry(vm, "upgrade"))
     return plan

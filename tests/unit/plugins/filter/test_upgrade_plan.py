@@ -46,6 +46,8 @@ def test_default_selects_outdated_ready_vms_and_says_why_not_for_the_rest():
     assert got["plain"][0] == "skipped" and "'pc.ram'" in got["plain"][1] and "cpr-exec" not in got["plain"][1]
     assert got["ancient"] == ("skipped", "target QEMU 11.1.3 does not offer the VM's machine type pc-q35-5.0")
     assert got["/run/vm/busy/qmp.sock"] == ("skipped", "not inspected: in use by another client")
+    failed_prechecks = [p["vm"] for p in upgrade_plan(copy.deepcopy(FLEET)) if p["precheck_failed"]]
+    assert failed_prechecks == ["plain", "ancient"]
 
 
 def test_names_pick_vms_even_when_not_outdated():
