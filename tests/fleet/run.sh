@@ -64,7 +64,7 @@ playbook() {
 runner() {
     local out=$1 dir=$W/runner
     mkdir -p "$dir/project" "$dir/inventory" "$dir/env"
-    printf -- '---\n- name: Upgrade QEMU\n  ansible.builtin.import_playbook: cpr.qemu.upgrade_qemu\n' >"$dir/project/upgrade.yml"
+    echo '- ansible.builtin.import_playbook: cpr.qemu.upgrade_qemu' >"$dir/project/upgrade.yml"
     cp "$INV" "$dir/inventory/hosts.json"
     python -c "import json,sys; v=json.load(open(sys.argv[1])); v['qemu_upgrade_report']=sys.argv[2]; json.dump(v, open(sys.argv[3],'w'))" \
         "$EXTRAVARS" "$W/report-$out.json" "$dir/env/extravars"
