@@ -416,15 +416,22 @@ class GuestEvidence:
 
 
 class qmp_session:
-    """A minimal QMP client on the standard library, for the lab's own needs."""
+    """A minimal QMP client on the standard library, for the lab's own needs.
 
-    def __init__(self, path, timeout=10):
+    With ``negotiate=False`` nothing is read or sent yet: the caller sees the
+    wire as it is (the contract tests compare the greeting and raw replies).
+    Events that arrive while waiting for a reply are kept in ``events``.
+    """
+
+    def __init__(self, path, timeout=10, negotiate=True):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.buf = b""
-        self._read()  # greeting
-        self.execute("qmp_capabilities")
+        self.events = []
+        if negotiate:
+            self.read()  # greeting
+            self.execute("qmp_capabilities")
 
     def __enter__(self):
         return self
@@ -432,7 +439,8 @@ class qmp_session:
     def __exit__(self, *exc):
         self.sock.close()
 
-    def _read(self):
+    def read(self):
+        """The next message from QEMU."""
         while b"\n" not in self.buf:
             data = self.sock.recv(65536)
             if not data:
@@ -441,23 +449,30 @@ class qmp_session:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def execute(self, command, arguments=None):
+    def exchange(self, command, arguments=None):
+        """Send one command; return QEMU's reply as it is ({"return": ...} or {"error": ...})."""
         msg = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
         self.sock.sendall(json.dumps(msg).encode())
         while True:
-            reply = self._read()
-            if "return" in reply:
-                return reply["return"]
-            if "error" in reply:
-                raise LabError("QMP %s: %s" % (command, reply["error"]["desc"]))
+            reply = self.read()
+            if "event" in reply:
+                self.events.append(reply)
+            else:
+                return reply
+
+    def execute(self, command, arguments=None):
+        reply = self.exchange(command, arguments)
+        if "error" in reply:
+            raise LabError("QMP %s: %s" % (command, reply["error"]["desc"]))
+        return reply["return"]
 
     def messages(self):
         self.sock.settimeout(None)
         while True:
             try:
-                yield self._read()
+                yield self.read()
             except (EOFError, OSError):
                 return
 
