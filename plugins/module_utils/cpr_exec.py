@@ -65,12 +65,7 @@ def switch(conn, session, timeout, qmp_timeout):
 
     pid, start = session["pid"], session["pid_starttime"]
 
-    def same_process(peer):
-        if not common.alive(pid, start):
-            raise common.SwitchFailed(lost_message(session, "QEMU (PID %d) exited after the exec" % pid),
-                                      guest="lost", recovered=False)
-        return peer == pid
-
+    same_process = common.same_process(pid, start, lost_message(session, "QEMU (PID %d) exited after the exec" % pid))
     new = common.connect_new(session["qmp_socket_host"], old_identity, same_process, deadline, qmp_timeout)
     if new is None:
         raise common.SwitchFailed(

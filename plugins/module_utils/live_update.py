@@ -71,14 +71,11 @@ def switch(conn, session, timeout, qmp_timeout):
     if not conn.wait_hangup(timeout):
         back_to_old("%s was accepted but QEMU did not exec within %ss" % (exec_, timeout))
 
-    def same_process(peer):
-        if not common.alive(pid, start):
-            raise common.SwitchFailed(
-                "%s: QEMU (PID %d) exited after %s (a failed exec ends the process in this series): the guest "
-                "is lost. Its RAM went with the process. Recovery: restart the VM from its configuration "
-                "(the guest reboots)." % (vm, pid, exec_), guest="lost", recovered=False)
-        return peer == pid
-
+    same_process = common.same_process(
+        pid, start,
+        "%s: QEMU (PID %d) exited after %s (a failed exec ends the process in this series): the guest "
+        "is lost. Its RAM went with the process. Recovery: restart the VM from its configuration "
+        "(the guest reboots)." % (vm, pid, exec_))
     new = common.connect_new(session["qmp_socket_host"], old_identity, same_process, deadline, qmp_timeout)
     if new is None:
         raise common.SwitchFailed(

@@ -115,6 +115,19 @@ def connect_new(path, old_identity, pid_ok, deadline, qmp_timeout):
     return None
 
 
+def same_process(pid, start, lost):
+    """connect_new's peer check after an exec in place: the new QEMU is the old process.
+
+    If that process is gone, the guest went with it: raises SwitchFailed with
+    ``lost`` (what happened and how to recover).
+    """
+    def check(peer):
+        if not alive(pid, start):
+            raise SwitchFailed(lost, guest="lost", recovered=False)
+        return peer == pid
+    return check
+
+
 def resume_new(conn, runstate_before, deadline):
     """Wait until the new QEMU has loaded the guest (paused, by -S), then resume it if it ran before.
 
