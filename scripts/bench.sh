@@ -7,7 +7,5 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap cleanup EXIT
 
-setup_lab
-setup_venv
-setup_collection_tree
+setup
 python "$REPO/bench/pause.py" "$@"

@@ -8,9 +8,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap cleanup EXIT
 
-setup_lab
-setup_venv
-setup_collection_tree
+setup
 lab() { python "$REPO/tests/lab/vmlab.py" "$@"; }
 
 say "starting demo VMs"

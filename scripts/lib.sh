@@ -53,6 +53,13 @@ cpr_lab_env:
 EOC
 }
 
+# Everything a script needs: the lab, the venv and the collection tree.
+setup() {
+    setup_lab
+    setup_venv
+    setup_collection_tree
+}
+
 # Stops every lab VM this run started (by recorded PID) and removes the copy.
 cleanup() {
     if [ -n "${VENV:-}" ] && [ -d "$CPR_LAB_RUN" ]; then

@@ -11,9 +11,7 @@ trap cleanup EXIT
 stages=("$@")
 [ "${#stages[@]}" -gt 0 ] || stages=(sanity lint units dialects integration fleet)
 
-setup_lab
-setup_venv
-setup_collection_tree
+setup
 
 # ansible-test bootstraps pip in its sanity venvs with a script it downloads
 # from a host this machine cannot reach; a stand-in that uses ensurepip does
