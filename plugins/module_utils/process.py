@@ -108,6 +108,7 @@ def parse_argv(argv):
         "machine": None, "machine_options": {}, "accel": None, "sandbox": False,
         "spawn_denied": False, "qmp_sockets": [], "memory_objects": [], "incoming": [],
         "start_paused": False, "daemonize": False, "name": None, "vfio_devices": [],
+        "memory": {}, "chardevs": {}, "cpr_enable": [],
     }
     sockets_by_chardev = {}
     control_chardevs = []
@@ -137,10 +138,15 @@ def parse_argv(argv):
             if kind == "unix":
                 facts["qmp_sockets"].append(path)
         elif name == "chardev":
-            opts = split_options(value, "backend")
-            d = dict(opts)
+            d = dict(split_options(value, "backend"))
+            if d.get("id"):
+                facts["chardevs"][d["id"]] = d
             if d.get("backend") == "socket" and d.get("path") and d.get("id"):
                 sockets_by_chardev[d["id"]] = d["path"]
+        elif name == "m":
+            facts["memory"] = dict(split_options(value, "size"))
+        elif name == "cpr-enable":
+            facts["cpr_enable"].append(value)
         elif name == "mon":
             d = dict(split_options(value, "chardev"))
             if d.get("mode") == "control" and d.get("chardev"):

@@ -12,6 +12,8 @@ operator can act on; a dialect is ready only when it has no reasons.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+from ansible_collections.cpr.qemu.plugins.module_utils import live_update
+
 # In the order ``dialect: auto`` prefers them: an exec keeps the PID and needs
 # no second process; cpr-transfer works where exec is denied.
 DIALECTS = ("cpr-exec", "live-update", "cpr-transfer")
@@ -27,16 +29,11 @@ def _version_tuple(text):
 def speaks(facts):
     """{dialect: how this QEMU offers it, or None}."""
     modes = facts["migration_modes"]
-    cmds = facts["cpr_commands"]
-    seed = None
-    if "cprsave" in cmds:
-        seed = "cprsave/cprexec/cprload"
-    elif "cpr-save" in cmds:
-        seed = "cpr-save/cpr-exec/cpr-load"
+    seed = live_update.spelling(facts["cpr_commands"])
     return {
         "cpr-exec": "migrate mode cpr-exec" if "cpr-exec" in modes and facts["cpr_exec_command"] else None,
         "cpr-transfer": "migrate mode cpr-transfer" if "cpr-transfer" in modes else None,
-        "live-update": seed,
+        "live-update": "/".join(seed) if seed else None,
     }
 
 
@@ -103,9 +100,8 @@ def assess(facts):
             reasons += shared_ram_blockers(facts)
         if dialect in ("cpr-exec", "live-update"):
             reasons += exec_blockers(facts)
-        if dialect == "live-update" and facts["memfd_alloc"] is not True:
-            reasons.append("started without -machine memfd-alloc=on: its RAM is volatile and "
-                           "%s would refuse it" % offered[dialect].split("/", maxsplit=1)[0])
+        if dialect == "live-update":
+            reasons += live_update.blockers(facts)
         result[dialect] = {"offered": True, "via": offered[dialect], "ready": not reasons,
                            "reasons": reasons}
     preferred = next((d for d in DIALECTS if result[d]["ready"]), None)

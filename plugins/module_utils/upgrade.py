@@ -99,7 +99,9 @@ def _probe(path, root, facts, label):
 def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
     if dialect == live_update.MODE:
-        problems += validation.check_live_update_fds(facts["pid"], argv)
+        proto = live_update.protocol(facts)[0]
+        problems += validation.check_live_update_fds(facts["pid"], argv, [c["label"] for c in facts["chardevs"]],
+                                                     early=proto["early"])
     if problems:
         raise UpgradeError("%s: the new QEMU's argv would not take the guest over: %s"
                            % (label, "; ".join(problems)))
@@ -139,6 +141,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
                  runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
                  new_root=root, new_binary_file_id=target["file_id"], machine_type=facts["machine"]["type"],
                  new_argv=new_argv, state_dir=state_dir, state_dir_host=state_dir_host,
+                 protocol=live_update.protocol(facts)[0] if chosen == live_update.MODE else None,
                  state_file=os.path.join(state_dir, "state"),
                  main_socket=os.path.join(state_dir, "main.sock"),
                  cpr_socket=os.path.join(state_dir, "cpr.sock"),

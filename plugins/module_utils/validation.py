@@ -103,15 +103,52 @@ def check_argv(argv, facts, qmp_socket, dialect="cpr-exec"):
         problems.append("the new argv's -machine memory-backend=%s differs from the VM's %s"
                         % (opts.get("memory-backend"), old_opts.get("memory-backend")))
     if dialect == "live-update":
-        if opts.get("memfd-alloc") != "on":
-            problems.append("the new argv lacks -machine memfd-alloc=on: the new QEMU would not take the "
-                            "guest's RAM from its memfds")
+        problems += _live_update_ram(parsed, facts)
     elif opts.get("aux-ram-share") != "on":
         problems.append("the new argv lacks -machine aux-ram-share=on")
+    problems += _memory_problems(parsed, process.parse_argv(facts["argv"]), facts["memory_backends"])
+    if qmp_socket not in parsed["qmp_sockets"]:
+        problems.append("the new argv must keep the QMP socket %s, so the VM stays reachable at the "
+                        "same path" % qmp_socket)
+    return problems
 
+
+def _live_update_ram(parsed, facts):
+    """The series finds the guest's memfds again only with the option that made them."""
+    if facts["memfd_alloc"] is not None:
+        if parsed["machine_options"].get("memfd-alloc") != "on":
+            return ["the new argv lacks -machine memfd-alloc=on: the new QEMU would not take the guest's RAM "
+                    "from its memfds"]
+    elif "restart" not in parsed["cpr_enable"]:
+        return ["the new argv lacks -cpr-enable restart: the new QEMU would not take the guest's RAM from its "
+                "memfds"]
+    return []
+
+
+def ram_size(parsed):
+    """Bytes of guest RAM an argv gives the VM: -m (a bare number is MiB), else the size of the
+    machine's memory backend, else QEMU's default of 128 MiB."""
+    text = parsed["memory"].get("size")
+    if text is not None:
+        return parse_size(text + "M" if text.isdigit() else text)
+    backend = parsed["machine_options"].get("memory-backend")
+    return parse_size(next((o.get("size", "") for o in parsed["memory_objects"]
+                            if backend and o.get("id") == backend), "128M"))
+
+
+def _memory_problems(parsed, old, backends):
+    """The new QEMU must lay guest RAM out as the VM has it: it maps the same memory, or dies loading it."""
+    problems = []
+    if ram_size(parsed) != ram_size(old) or parsed["memory"].get("maxmem") != old["memory"].get("maxmem"):
+        problems.append("the new argv's -m %s differs from the VM's -m %s"
+                        % (",".join("%s=%s" % kv for kv in sorted(parsed["memory"].items())) or "(default)",
+                           ",".join("%s=%s" % kv for kv in sorted(old["memory"].items())) or "(default)"))
     objects = dict((o.get("id"), o) for o in parsed["memory_objects"])
-    for mem in facts["memory_backends"]:
+    given = set(o.get("id") for o in old["memory_objects"])
+    for mem in backends:
         obj = objects.get(mem["id"])
+        if obj is None and mem["id"] not in given:
+            continue  # QEMU's implicit main RAM (pc.ram): -m above sizes it
         if obj is None:
             problems.append("the new argv has no memory backend '%s' (%s): the new QEMU could not find "
                             "the guest's RAM" % (mem["id"], mem["kind"]))
@@ -119,15 +156,12 @@ def check_argv(argv, facts, qmp_socket, dialect="cpr-exec"):
         if obj.get("qom-type") != mem["kind"]:
             problems.append("memory backend '%s' is %s in the new argv, %s in the VM"
                             % (mem["id"], obj.get("qom-type"), mem["kind"]))
-        if obj.get("share") != "on":
-            problems.append("memory backend '%s' lacks share=on in the new argv" % mem["id"])
-        size = parse_size(obj.get("size", ""))
-        if size != mem["size"]:
+        if (obj.get("share") == "on") != mem["share"]:
+            problems.append("memory backend '%s' has share=%s in the new argv, share=%s in the VM"
+                            % (mem["id"], obj.get("share", "off"), "on" if mem["share"] else "off"))
+        if parse_size(obj.get("size", "")) != mem["size"]:
             problems.append("memory backend '%s' has size %s in the new argv, %d bytes in the VM"
                             % (mem["id"], obj.get("size"), mem["size"]))
-    if qmp_socket not in parsed["qmp_sockets"]:
-        problems.append("the new argv must keep the QMP socket %s, so the VM stays reachable at the "
-                        "same path" % qmp_socket)
     return problems
 
 
@@ -200,6 +234,9 @@ def remove_stale_socket(path):
 # recorded in the environment.  These checks run before cprsave: after it, a
 # failed exec loses the guest.
 FD_PREFIX = "QEMU_FD_"
+# From V6 the series hands every fd over in one memfd of this name, named by
+# the environment variable of the same name (V6 13/27 "cpr: preserve extra state").
+STATE_MEMFD = "QEMU_CPR_STATE"
 MAX_ARG_STRLEN = 32 * 4096  # include/uapi/linux/binfmts.h: 32 pages
 
 
@@ -230,33 +267,55 @@ def _fd_flags(pid, fd, proc="/proc"):
     return 0
 
 
-def check_live_update_fds(pid, new_argv, proc="/proc"):
+def _recorded_name_problem(name, fd, fds, chardevs):
+    """Why an environment entry QEMU_FD_<name>=<fd> is not what the new QEMU will take it for, or None.
+
+    The series records RAM blocks and memory-backend-memfd objects (a memfd of
+    that name), and also chardevs, their logs and VFIO descriptors (V5 16/25,
+    20/25 and the pty and socket patches).
+    """
+    if fd in fds:
+        return None if fds[fd] == name else "memfd %s" % fds[fd]
+    if name in chardevs or name.endswith("_log") and name[:-4] in chardevs or name.startswith(("vfio", "/dev/vfio/")):
+        return None
+    return "neither a memfd of that name nor a chardev or VFIO descriptor"
+
+
+def check_live_update_fds(pid, new_argv, chardevs=(), early=True, proc="/proc"):
     """Problems with the guest-RAM memfds and the environment that cprexec would hand over.
 
     /proc/PID/environ shows the environment the process was exec'd with; the
     series' setenv_fd() records later.  So recorded entries are checked where
     they show (after an earlier cprexec), and the size the environment will
-    have at exec is estimated from the memfds it will record.
+    have at exec is estimated from the memfds it will record (V5: one
+    variable each; V6+: one QEMU_CPR_STATE variable for them all).
     """
     problems = []
     fds = memfds(pid, proc)
-    ram = dict((fd, name) for fd, name in fds.items() if name != "cpr-state")
+    ram = dict((fd, name) for fd, name in fds.items() if name != STATE_MEMFD)
     if not ram:
         problems.append("QEMU (PID %d) holds no memfd for guest RAM: its RAM would not survive the exec" % pid)
     for fd, name in sorted(ram.items()):
         if _fd_flags(pid, fd, proc) & os.O_ACCMODE != os.O_RDWR:
             problems.append("the memfd of RAM block %s (fd %d) is not open read-write" % (name, fd))
+    open_fds = set(int(n) for n in os.listdir("%s/%d/fd" % (proc, pid)))
     environ = read_environ(pid, proc)
     for entry in environ:
         key, _sep, value = entry.decode("utf-8", "replace").partition("=")
         if not key.startswith(FD_PREFIX):
             continue
-        block = key[len(FD_PREFIX):]
-        if not value.isdigit() or fds.get(int(value)) != block:
-            problems.append("the environment records RAM block %s as fd %s, but that fd is %s"
-                            % (block, value, "memfd " + fds[int(value)] if value.isdigit() and int(value) in fds
-                                else "not an open memfd"))
-    recorded = ["%s%s=%d" % (FD_PREFIX, name, fd) for fd, name in ram.items()]
+        name = key[len(FD_PREFIX):]
+        if not value.isdigit() or int(value) not in open_fds:
+            problems.append("the environment records %s as fd %s, which is not open" % (name, value))
+            continue
+        why = _recorded_name_problem(name, int(value), fds, set(chardevs))
+        if why:
+            problems.append("the environment records %s as fd %s, but that fd is %s" % (name, value, why))
+    if early:
+        recorded = ["%s%s=%d" % (FD_PREFIX, name, fd) for fd, name in ram.items()]
+        recorded += ["%s%s=%d" % (FD_PREFIX, name, 1000) for name in chardevs]
+    else:
+        recorded = ["%s=%d" % (STATE_MEMFD, 1000)]
     strings = [e.decode("utf-8", "replace") for e in environ] + recorded + list(new_argv) + ["-S"]
     size = sum(len(s.encode()) + 1 + 8 for s in strings)
     limit = os.sysconf("SC_ARG_MAX")

@@ -15,6 +15,8 @@ from ansible_collections.cpr.qemu.plugins.module_utils import process, readiness
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
 
 _MACHINE_SUFFIX = "-machine"
+# The live-update series' commands, in both spellings.
+CPR_COMMANDS = ("cprsave", "cprexec", "cprload", "cpr-save", "cpr-exec", "cpr-load")
 
 
 def _qom_get(conn, path, prop):
@@ -49,6 +51,17 @@ def migration_modes(schema):
     return []
 
 
+def command_arguments(schema, command):
+    """{member: type} of a command's arguments in a query-qmp-schema result; an enum member's
+    type is its list of values (schema type names are mangled, so types are looked up by name)."""
+    types = dict((e["name"], e) for e in schema)
+    cmd = types.get(command)
+    if not cmd or cmd.get("meta-type") != "command":
+        return {}
+    members = types.get(cmd.get("arg-type"), {}).get("members", [])
+    return dict((m["name"], types.get(m["type"], {}).get("values") or m["type"]) for m in members)
+
+
 def has_member(schema, member):
     return any(m.get("name") == member for e in schema if e.get("meta-type") == "object"
                for m in e.get("members", []))
@@ -70,6 +83,7 @@ def gather(conn):
     pid = conn.pid
     argv = process.read_argv(pid)
     parsed = process.parse_argv(argv)
+    masked = process.mask_argv(argv)
     version = conn.execute("query-version")
     v = version["qemu"]
     status = conn.execute("query-status")
@@ -93,6 +107,7 @@ def gather(conn):
 
     schema = conn.execute("query-qmp-schema")
     commands = [c["name"] for c in conn.execute("query-commands")]
+    cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
     accel = accelerator(conn, parsed["accel"])
     migrate = conn.execute("query-migrate")
 
@@ -103,7 +118,7 @@ def gather(conn):
         "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
         "package": version.get("package", "").strip(),
         "runstate": status["status"],
-        "argv": process.mask_argv(argv),
+        "argv": masked,
         "accelerator": accel,
         "xen": accel == "xen" or machine_type.startswith("xen"),
         "machine": {"given": given, "type": machine_type,
@@ -118,8 +133,12 @@ def gather(conn):
                       "blocked_reasons": migrate.get("blocked-reasons", [])},
         "migration_modes": migration_modes(schema),
         "cpr_exec_command": has_member(schema, "cpr-exec-command"),
-        "cpr_commands": sorted(c for c in commands
-                               if c in ("cprsave", "cprexec", "cprload", "cpr-save", "cpr-exec", "cpr-load")),
+        "cpr_commands": cpr_commands,
+        "cpr_arguments": dict((c, command_arguments(schema, c)) for c in cpr_commands),
+        "cpr_enable": parsed["cpr_enable"],
+        "chardevs": [{"label": c["label"], "filename": c.get("filename", "")}
+                     for c in conn.execute("query-chardev")],
+        "chardev_options": process.parse_argv(masked)["chardevs"],
     }
 
 

@@ -232,6 +232,31 @@ vms:
       description: The live-update series' QMP commands this QEMU has.
       type: list
       elements: str
+    cpr_arguments:
+      description:
+        - Per live-update command, its arguments as this QEMU's schema (C(query-qmp-schema)) defines them, the
+          type of each (an enum's list of values). The modules send exactly these names, and refuse a build whose
+          commands match no posted version of the series.
+      type: dict
+      sample: {cprsave: {file: str, mode: [reboot, restart]}, cprexec: {argv: "[str]"}, cprload: {file: str}}
+    cpr_enable:
+      description: The C(-cpr-enable) modes on QEMU's command line (version 8 of the live-update series).
+      type: list
+      elements: str
+    chardevs:
+      description: The VM's chardevs as C(query-chardev) reports them.
+      type: list
+      elements: dict
+      contains:
+        label:
+          description: The chardev's id.
+          type: str
+        filename:
+          description: Its backend and address as QEMU describes it (C(file), C(unix:PATH,server=on), ...).
+          type: str
+    chardev_options:
+      description: The C(-chardev) options of QEMU's command line, by chardev id (C(close-on-cpr), C(reopen-on-cpr)...).
+      type: dict
     dialects:
       description: Per CPR dialect (C(cpr-exec), C(live-update), C(cpr-transfer)), whether this VM can use it.
       type: dict

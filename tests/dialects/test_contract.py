@@ -1,4 +1,4 @@
-"""The simulator's basics cannot drift from QEMU's: the commands they share, on all three."""
+"""The simulator's basics cannot drift from QEMU's: the commands and answers they share, on all three."""
 import os
 import time
 
@@ -57,3 +57,38 @@ def test_greeting_version_status_commands_and_quit(lab_vm, kind):
         while True:
             qmp.read()
     assert os.path.exists(vm.serial_log)
+
+
+# QEMU's QAPI input visitor, word for word: what the simulator's cpr commands
+# answer to wrong arguments (tests/dialects/test_live_update.py) rests on this.
+ARGUMENT_ERRORS = [
+    ("qom-get", {"path": "/machine"}, "Parameter 'property' is missing"),
+    ("qom-get", {"path": "/machine", "property": "type", "bogus": 1}, "Parameter 'bogus' is unexpected"),
+    ("qom-get", {"property": "type", "bogus": 1}, "Parameter 'path' is missing"),
+    ("qom-get", {"path": 1, "property": "type"}, "Invalid parameter type for 'path', expected: string"),
+    ("qom-get", {"path": ["/machine"], "property": "type"}, "Invalid parameter type for 'path', expected: string"),
+    ("query-status", {"x": 1}, "Parameter 'x' is unexpected"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_arguments_are_refused_alike(lab_vm, kind):
+    vm = _vm(lab_vm, kind)
+    with vmlab.qmp_session(vm.qmp_socket) as qmp:
+        for command, arguments, desc in ARGUMENT_ERRORS:
+            assert qmp.exchange(command, arguments) == {"error": {"class": "GenericError", "desc": desc}}
+        assert qmp.exchange("query-status")["return"]["status"] == "running"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plain_ram_and_chardevs_are_reported_alike(lab_vm, kind):
+    """Plain -m RAM is QEMU's implicit memory-backend-ram 'pc.ram'; a file chardev's filename is 'file'."""
+    mem_mb = 64 if kind == "sim" else 128
+    vm = lab_vm("contract-plain-" + kind.replace(".", ""), qemu=kind, mem_mb=mem_mb, ram="plain")
+    memdev = vm.qmp("query-memdev")
+    assert [(m["id"], m["size"], m["share"]) for m in memdev] == [("pc.ram", mem_mb << 20, False)]
+    objects = dict((o["name"], o["type"]) for o in vm.qmp("qom-list", {"path": "/objects"}))
+    assert objects["pc.ram"] == "child<memory-backend-ram>"
+    chardevs = dict((c["label"], c["filename"]) for c in vm.qmp("query-chardev"))
+    assert chardevs["ser0"] == "file"
+    assert chardevs["compat_monitor0"] == "unix:%s,server=on" % vm.qmp_socket

@@ -82,11 +82,17 @@ class VMSpec:
     # events.jsonl, so a test sees every STOP and RESUME independently of the
     # client under test.
     event_monitor: bool = False
-    # Simulator only: the series' spelling (early: cprsave, late: cpr-save),
-    # -machine memfd-alloc=on, and a Xen accelerator.
-    spelling: str = "early"
+    # Simulator only: the version of the live-update series it follows (5:
+    # cprsave..., 6: cpr-save..., 8: cpr-load with a mode, -cpr-enable), RAM
+    # that survives the exec (5 and 6: -machine memfd-alloc=on; 8:
+    # -cpr-enable restart and a shared memfd backend), a serial chardev that
+    # is reopened across the exec (close-on-cpr / reopen-on-cpr), a Xen
+    # accelerator, and QEMU's shutdown action pause (-no-shutdown).
+    series: int = 5
     memfd_alloc: bool = True
+    serial_reopen: bool = True
     xen: bool = False
+    no_shutdown: bool = False
     extra_args: tuple = ()
 
     def __post_init__(self):
@@ -150,11 +156,21 @@ class LabVM:
 
     def sim_args(self):
         s = self.spec
-        args = ["-name", s.name, "-machine", s.machine + (",memfd-alloc=on" if s.memfd_alloc else ""),
-                "-m", "%dM" % s.mem_mb, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
-                "-serial", "file:%s" % self.serial_log, "-simulate-spelling", s.spelling]
+        machine, args = s.machine, ["-name", s.name, "-m", "%dM" % s.mem_mb]
+        if s.series == 8:
+            machine += ",memory-backend=ram0"
+            args += ["-object", "memory-backend-memfd,id=ram0,size=%dM,share=on" % s.mem_mb]
+            args += ["-cpr-enable", "restart"] if s.memfd_alloc else []
+        elif s.memfd_alloc:
+            machine += ",memfd-alloc=on"
+        reopen = ("close-on-cpr" if s.series == 5 else "reopen-on-cpr") + "=on" if s.serial_reopen else None
+        args += ["-machine", machine, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
+                 "-chardev", ",".join(filter(None, ["file", "id=ser0", "path=" + self.serial_log, reopen])),
+                 "-serial", "chardev:ser0", "-simulate-series", str(s.series)]
         if s.xen:
             args += ["-accel", "xen"]
+        if s.no_shutdown:
+            args.append("-no-shutdown")
         if s.paused:
             args.append("-S")
         return args + list(s.extra_args)
@@ -510,7 +526,7 @@ def _main(argv=None):
     s = sub.add_parser("start", help="start a VM and print its facts as JSON")
     s.add_argument("name")
     s.add_argument("--qemu", default="11.1", choices=sorted(QEMUS))
-    s.add_argument("--spelling", default="early", choices=["early", "late"], help="simulator only")
+    s.add_argument("--series", type=int, default=5, choices=[5, 6, 8], help="simulator only")
     s.add_argument("--no-memfd-alloc", dest="memfd_alloc", action="store_false", help="simulator only")
     s.add_argument("--xen", action="store_true", help="simulator only")
     s.add_argument("--mem-mb", type=int, default=256)
@@ -545,7 +561,7 @@ def _main(argv=None):
                           aux_ram_share=a.aux_ram_share, machine=a.machine,
                           sandbox_spawn_deny=a.sandbox_spawn_deny, paused=a.paused,
                           binary_copy=a.binary_copy, fill_mb=a.fill_mb,
-                          event_monitor=a.event_monitor, spelling=a.spelling, memfd_alloc=a.memfd_alloc,
+                          event_monitor=a.event_monitor, series=a.series, memfd_alloc=a.memfd_alloc,
                           xen=a.xen, extra_args=tuple(a.extra_args))).start()
         if a.wait_ticks:
             vm.wait_ticks(a.wait_ticks)

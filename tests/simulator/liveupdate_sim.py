@@ -1,33 +1,49 @@
 """SIMULATOR of a QEMU build carrying the live-update series (cprsave / cprexec / cprload).
 
 No QEMU build with that series can be had here, so this program stands in for
-one in tests, behaving as the series does (the seed patch, and
-shared/docs/cpr-reference.md section 1), not as is convenient:
+one in tests.  It behaves as the series' posted patches do, version by
+version, and never as the driver under test would find convenient.  Each
+behaviour below names the version and patch it follows ("V5 12/25" is patch
+12 of 25 of the series' fifth posting to qemu-devel); the facts were read from
+the posted patches, and no code of the series is here.
 
-- QMP on a UNIX socket, one client at a time: greeting, qmp_capabilities,
-  query-version, query-status, query-commands, stop, cont, quit, the facts
-  queries cpr.qemu reads, and the three cpr commands, spelled cprsave/cprexec/
-  cprload or (``-simulate-spelling late``, the series from V6 on) cpr-save/
-  cpr-exec/cpr-load.
-- Guest RAM is real memory: with ``-machine memfd-alloc=on`` one memfd per RAM
-  block, named after the block, recorded in the environment as the series did
-  (``QEMU_FD_<block>=<fd>`` for the early spelling; one "cpr-state" memfd named
-  by ``QEMU_CPR_STATE`` for the late one); without it anonymous (volatile) memory.
-- The "guest" is a thread that keeps a counter and its boot time inside RAM
-  and prints CPRLAB lines to the serial log, like the lab's Linux guest.
-- cprsave refuses volatile RAM, stops the guest into runstate save-vm and writes
-  a device-state file with a magic header, mode 0600; cprexec refuses Xen and a
-  runstate other than save-vm, clears CLOEXEC on the recorded fds and really
-  exec's the given argv (replying first, as the series' exec request does); the
-  new process finds its memfds from the environment and maps them at new
-  addresses, starts paused (-S) and waits; cprload refuses a running VM,
-  checks the header, loads, and resumes only if the guest ran before cprsave.
-- A failed exec ends the process, as in the series: the guest is lost.
+Versions offered (``-simulate-series N``, default 5):
+
+- **5** (V5, 2021-07-07): ``cprinfo``, ``cprsave {file, mode}``, ``cprexec
+  {argv}``, ``cprload {file}`` (V5 03/25 "cpr: QMP interfaces for reboot",
+  V5 12/25 "cpr: QMP interfaces for restart"); ``-machine memfd-alloc=on``;
+  fds recorded in the environment as ``QEMU_FD_<name>``; chardevs not capable
+  of cpr refused by cprexec unless ``close-on-cpr=on``.
+- **6** (V6, 2021-08-06): ``cprinfo`` deleted; ``cpr-save {filename, mode}``,
+  ``cpr-exec {argv}``, ``cpr-load {filename}`` (V6 06/27 "cpr: reboot mode",
+  V6 14/27 "cpr: restart mode"); fds in one memfd named by env
+  ``QEMU_CPR_STATE`` (V6 13/27 "cpr: preserve extra state").
+- **8** (V8, 2022-06-15): ``cpr-load {filename, mode}`` (V8 06/39); CprMode
+  gains ``none`` (V8 20/39); ``-cpr-enable restart`` replaces memfd-alloc and
+  checks become blockers reported by cpr-save (V8 22/39 "cpr: ram block
+  blockers", the chardev blocker of the V8 "chardev: cpr framework" patch).
+
+Every command's arguments are checked the way QEMU's QAPI input visitor does
+(members in schema order: "Parameter 'X' is missing", "Invalid parameter type
+for 'X', expected: T", "Parameter 'X' does not accept value 'V'", then
+"Parameter 'X' is unexpected"); tests/dialects/test_contract.py holds these
+messages to real QEMU 10.0 and 11.1 on a command they share.
+
+What is simulated: QMP on a UNIX socket (one client at a time); guest RAM as
+real memory (a memfd per RAM block where the series makes one, otherwise
+anonymous memory that does not survive an exec); a "guest" thread that keeps
+its counter and boot time inside RAM and prints CPRLAB lines to its serial
+chardev, like the lab's Linux guest; a real exec of the argv given to cprexec,
+after which the new process finds its fds again, starts paused (-S) and waits
+for cprload.
 
 It runs as the ELF built by tests/lab/provision.sh (which embeds Python), so
-/proc/PID/exe is the simulated "QEMU binary" itself.
+/proc/PID/exe is the simulated "QEMU binary" itself.  Its QEMU version is that
+of a vendor build based on 6.2 for every series version, so that one binary
+serves as the old and the new QEMU.
 """
 
+import hashlib
 import json
 import mmap
 import os
@@ -41,16 +57,53 @@ import uuid
 VERSION = (6, 2, 50)
 PACKAGE = "live-update series SIMULATOR"
 MAGIC = b"QEVM\x00\x00\x00\x03"  # QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION
-FD_PREFIX = "QEMU_FD_"
-CPR_STATE_ENV = "QEMU_CPR_STATE"
+FD_PREFIX = "QEMU_FD_"  # include/qemu/env.h FD_PREFIX (V4/V5)
+CPR_STATE_ENV = "QEMU_CPR_STATE"  # CPR_STATE_NAME (V6 13/27); also the state memfd's name
 MACHINES = ["pc-q35-6.2", "pc-i440fx-6.2"]
 ALIASES = {"q35": "pc-q35-6.2", "pc": "pc-i440fx-6.2"}
 BIOS_SIZE = 256 * 1024
 TICK = 0.25
+PROG = "qemu-system-x86_64"
 
-# RAM layout: [0:8] counter, [8:16] boot time (double), [16:52] boot id, [4096:] filled block
+# RAM layout: [0:8] counter, [8:16] boot time (double), [16:48] boot id, [4096:] filled block
 _COUNTER, _BOOT_TIME, _BOOT_ID, _FILL = 0, 8, 16, 4096
 _FILL_SIZE = 64 * 1024
+
+# Chardev backends the series marks capable of cpr (V5 21/25 "cpr for simple
+# devices", then the pty and socket patches); ``file`` is not.
+CPR_CAPABLE_BACKENDS = ("null", "socket", "pty", "stdio", "serial", "mux")
+
+
+def _series(number, save, exec_, load, info, modes, memory, chardev_option):
+    return {"number": number, "save": save, "exec": exec_, "load": load, "info": info, "modes": modes,
+            "memory": memory, "chardev_option": chardev_option}
+
+
+# name -> (command, [(member, type), ...]); a member "*x" is optional, a type
+# in brackets a list, "CprMode" the series' enum.
+SERIES = {
+    5: _series(5, ("cprsave", [("file", "str"), ("mode", "CprMode")]),
+               ("cprexec", [("argv", ["str"])]),
+               ("cprload", [("file", "str")]),
+               "cprinfo", ["reboot", "restart"], "memfd-alloc", "close-on-cpr"),
+    6: _series(6, ("cpr-save", [("filename", "str"), ("mode", "CprMode")]),
+               ("cpr-exec", [("argv", ["str"])]),
+               ("cpr-load", [("filename", "str")]),
+               None, ["reboot", "restart"], "memfd-alloc", "reopen-on-cpr"),
+    8: _series(8, ("cpr-save", [("filename", "str"), ("mode", "CprMode")]),
+               ("cpr-exec", [("argv", ["str"])]),
+               ("cpr-load", [("filename", "str"), ("mode", "CprMode")]),
+               None, ["none", "reboot", "restart"], "cpr-enable", "reopen-on-cpr"),
+}
+
+# The commands every version has, with their QAPI members as in QEMU 6.2.
+COMMON_ARGS = {
+    "qmp_capabilities": [("*enable", ["str"])], "query-version": [], "query-status": [],
+    "query-commands": [], "stop": [], "cont": [], "quit": [], "query-machines": [],
+    "qom-get": [("path", "str"), ("property", "str")], "qom-list": [("path", "str")],
+    "query-memdev": [], "query-qmp-schema": [], "query-kvm": [], "query-migrate": [],
+    "query-chardev": [],
+}
 
 
 def _opts(text, implied):
@@ -66,134 +119,270 @@ def _opts(text, implied):
     return out
 
 
-def _size(text):
+def _size(text, default_unit="m"):
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     text = text.strip().lower().rstrip("b")
     if text and text[-1] in units:
         return int(text[:-1]) * units[text[-1]]
-    return int(text) << 20  # QEMU's -m defaults to MiB
+    return int(text) * units[default_unit]
+
+
+def _fail(message):
+    sys.exit("%s: %s" % (PROG, message))
 
 
 class Config:
+    """The command line, as far as the simulator understands it; anything else is refused."""
+
     def __init__(self, argv):
         self.argv = argv
         self.name = None
         self.machine = {"type": "q35"}
         self.ram = 128 << 20
-        self.qmp = None
+        self.objects = {}
+        self.chardevs = {}
         self.serial = None
+        self.qmp = None
         self.paused = False
         self.accel = "tcg"
-        self.spelling = "early"
+        self.no_shutdown = False
+        self.cpr_enable = []
+        self.vfio = []
+        self.series = SERIES[5]
+        self._parse(argv)
+        self._check()
+
+    def _parse(self, argv):
         i = 1
         while i < len(argv):
-            opt, val = argv[i], argv[i + 1] if i + 1 < len(argv) else None
-            i += 2
-            if opt == "-S":
-                self.paused = True
-                i -= 1
-            elif opt == "-version":
+            opt = argv[i]
+            if opt in ("-S", "-no-shutdown"):
+                self.paused = self.paused or opt == "-S"
+                self.no_shutdown = self.no_shutdown or opt == "-no-shutdown"
+                i += 1
+                continue
+            if opt == "-version":
                 print("QEMU emulator version %d.%d.%d (%s)" % (VERSION + (PACKAGE,)))
                 sys.exit(0)
-            elif opt == "-machine" and val == "help":
-                print("Supported machines are:")
-                for alias, name in ALIASES.items():
-                    print("%-20s Simulated PC (alias of %s)" % (alias, name))
-                for name in MACHINES:
-                    print("%-20s Simulated PC" % name)
-                sys.exit(0)
-            elif opt == "-machine":
-                self.machine.update(_opts(val, "type"))
-            elif opt == "-name":
-                self.name = _opts(val, "guest")["guest"]
-            elif opt == "-m":
-                self.ram = _size(_opts(val, "size")["size"])
-            elif opt == "-qmp":
-                self.qmp = val[5:].split(",")[0] if val.startswith("unix:") else None
-            elif opt == "-serial":
-                self.serial = val[5:] if val.startswith("file:") else None
-            elif opt == "-accel":
-                self.accel = _opts(val, "accel")["accel"]
-            elif opt == "-simulate-spelling":
-                self.spelling = val
-            else:
-                sys.exit("qemu-system-x86_64: %s: invalid option" % opt)
+            val = argv[i + 1] if i + 1 < len(argv) else _fail("%s requires an argument" % opt)
+            i += 2
+            self._option(opt, val)
+
+    def _option(self, opt, val):
+        if opt == "-machine" and val == "help":
+            print("Supported machines are:")
+            for alias, name in ALIASES.items():
+                print("%-20s Simulated PC (alias of %s)" % (alias, name))
+            for name in MACHINES:
+                print("%-20s Simulated PC" % name)
+            sys.exit(0)
+        handlers = {
+            "-machine": lambda v: self.machine.update(_opts(v, "type")),
+            "-name": lambda v: setattr(self, "name", _opts(v, "guest")["guest"]),
+            "-m": lambda v: setattr(self, "ram", _size(_opts(v, "size")["size"])),
+            "-object": self._object, "-chardev": self._chardev, "-serial": self._serial,
+            "-qmp": self._qmp, "-accel": lambda v: setattr(self, "accel", _opts(v, "accel")["accel"]),
+            "-action": lambda v: setattr(self, "no_shutdown",
+                                         self.no_shutdown or _opts(v, "x").get("shutdown") == "pause"),
+            "-cpr-enable": self.cpr_enable.append,
+            "-device": self._device,
+            "-simulate-series": self._simulate_series,
+        }
+        if opt not in handlers:
+            _fail("%s: invalid option" % opt)
+        handlers[opt](val)
+
+    def _simulate_series(self, val):
+        if int(val) not in SERIES:
+            _fail("-simulate-series: the simulator offers series versions %s" % sorted(SERIES))
+        self.series = SERIES[int(val)]
+
+    def _object(self, val):
+        o = _opts(val, "qom-type")
+        if o["qom-type"] not in ("memory-backend-memfd", "memory-backend-ram"):
+            _fail("-object %s: not simulated" % o["qom-type"])
+        self.objects[o["id"]] = o
+
+    def _chardev(self, val):
+        o = _opts(val, "backend")
+        if o["backend"] not in ("file", "socket", "null"):
+            _fail("-chardev %s: not simulated" % o["backend"])
+        self.chardevs[o["id"]] = o
+
+    def _serial(self, val):
+        if val.startswith("chardev:"):
+            self.serial = val[len("chardev:"):]
+        elif val.startswith("file:"):
+            # An implicit chardev, named as QEMU names the first serial port's.
+            self.chardevs["serial0"] = {"backend": "file", "id": "serial0", "path": val[5:]}
+            self.serial = "serial0"
+        else:
+            _fail("-serial %s: not simulated" % val)
+
+    def _qmp(self, val):
+        if not val.startswith("unix:"):
+            _fail("-qmp %s: not simulated" % val)
+        self.qmp = val[5:].split(",")[0]
+        self.chardevs["compat_monitor0"] = {"backend": "socket", "id": "compat_monitor0", "path": self.qmp,
+                                            "server": "on", "monitor": "on"}
+
+    def _device(self, val):
+        o = _opts(val, "driver")
+        if not o["driver"].startswith("vfio-"):
+            _fail("-device %s: not simulated" % o["driver"])
+        self.vfio.append(o.get("id") or o.get("host"))
+
+    def _check(self):
+        s = self.series
         self.machine["type"] = ALIASES.get(self.machine["type"], self.machine["type"])
         if self.machine["type"] not in MACHINES:
-            sys.exit("qemu-system-x86_64: unsupported machine type '%s'" % self.machine["type"])
-        if self.qmp is None or self.serial is None:
-            sys.exit("qemu-system-x86_64: the simulator needs -qmp unix:PATH and -serial file:PATH")
+            _fail("unsupported machine type '%s'" % self.machine["type"])
+        if "memfd-alloc" in self.machine and s["memory"] != "memfd-alloc":
+            # V8 replaced the machine option with -cpr-enable.
+            _fail("Property '%s-machine.memfd-alloc' not found" % self.machine["type"])
+        if self.cpr_enable and s["memory"] != "cpr-enable":
+            _fail("-cpr-enable: invalid option")
+        if self.accel == "xen" and s["number"] == 8:
+            _fail("xen is not simulated for series V8 (the text of its xen blocker was not confirmed)")
+        for c in self.chardevs.values():
+            if "close-on-cpr" in c and s["chardev_option"] != "close-on-cpr" or \
+                    "reopen-on-cpr" in c and s["chardev_option"] != "reopen-on-cpr":
+                _fail("-chardev %s: Invalid parameter for this series version" % c["id"])
+        if self.qmp is None or self.serial not in self.chardevs:
+            _fail("the simulator needs -qmp unix:PATH and a serial port on a file chardev")
         self.memfd_alloc = self.machine.get("memfd-alloc") == "on"
-        names = {"early": ("cprsave", "cprexec", "cprload"), "late": ("cpr-save", "cpr-exec", "cpr-load")}
-        self.save_cmd, self.exec_cmd, self.load_cmd = names[self.spelling]
+        backend = self.machine.get("memory-backend")
+        if backend and backend not in self.objects:
+            _fail("Memory backend '%s' not found" % backend)
 
 
 class RAMBlock:
-    """Guest RAM: a memfd named after the block (memfd-alloc=on), else anonymous memory."""
+    """One RAM block: a memfd where the series makes one, else anonymous memory (volatile)."""
 
-    def __init__(self, name, size, memfd_alloc, inherited_fd=None):
-        self.name, self.size, self.fd = name, size, None
+    def __init__(self, name, size, backend, memfd, shared, inherited_fd=None):
+        self.name, self.size, self.backend, self.fd, self.shared = name, size, backend, None, shared
         if inherited_fd is not None:
             self.fd = inherited_fd
             os.set_inheritable(self.fd, False)
-        elif memfd_alloc:
+        elif memfd:
             self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
             os.ftruncate(self.fd, size)
         if self.fd is not None:
-            self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED)
+            flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
+            self.map = mmap.mmap(self.fd, size, flags)
         else:
             self.map = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
-
-def _blocks(cfg):
-    return [("pc.ram", cfg.ram), ("pc.bios", BIOS_SIZE)]
-
-
-def _inherited_fds(cfg):
-    """The memfds a previous process recorded in the environment, as the series finds them."""
-    if cfg.spelling == "early":
-        return dict((k[len(FD_PREFIX):], int(v)) for k, v in os.environ.items() if k.startswith(FD_PREFIX))
-    if CPR_STATE_ENV not in os.environ:
-        return {}
-    fd = int(os.environ[CPR_STATE_ENV])
-    with os.fdopen(os.dup(fd), "rb") as f:
-        f.seek(0)
-        state = json.loads(f.read().rstrip(b"\0").decode() or "{}")
-    os.close(fd)
-    del os.environ[CPR_STATE_ENV]
-    return state.get("fds", {})
+    @property
+    def volatile(self):
+        """Its contents would not survive an exec (qemu_ram_volatile)."""
+        return self.fd is None or not self.shared
 
 
-def _record_fds(cfg, blocks):
-    """setenv_fd(name, fd), or (late spelling) one cpr-state memfd listing them."""
-    if not cfg.memfd_alloc:
-        return
-    if cfg.spelling == "early":
-        for b in blocks:
-            os.environ[FD_PREFIX + b.name] = str(b.fd)
-        return
-    state = os.memfd_create("cpr-state", os.MFD_CLOEXEC)
-    os.write(state, json.dumps({"fds": dict((b.name, b.fd) for b in blocks)}).encode())
-    os.environ[CPR_STATE_ENV] = str(state)
+def _ram_blocks(cfg):
+    """(name, size, backend qom-type or None, memfd, shared) for each RAM block."""
+    s = cfg.series
+    backend = cfg.machine.get("memory-backend")
+    if backend:
+        o = cfg.objects[backend]
+        kind, size, share = o["qom-type"], _size(o["size"]), o.get("share") == "on"
+        main = (backend, size, kind)
+    else:
+        # QEMU 5.0+ creates main RAM as an implicit memory-backend-ram "pc.ram".
+        main, share, kind = ("pc.ram", cfg.ram, "memory-backend-ram"), False, "memory-backend-ram"
+    if s["memory"] == "memfd-alloc":
+        # memfd-alloc: ram_block_add() makes a memfd for every block QEMU
+        # allocates itself, shared (V5 11/25 "cpr: restart mode").
+        main_memfd = kind == "memory-backend-memfd" or cfg.memfd_alloc
+        main_shared = main_memfd and (share or kind == "memory-backend-ram")
+        bios = (cfg.memfd_alloc, cfg.memfd_alloc)
+    else:
+        # V8: -cpr-enable restart gives memfds to blocks that are not backends;
+        # main RAM must be a shared memfd (or file) backend.
+        main_memfd, main_shared = kind == "memory-backend-memfd", kind == "memory-backend-memfd" and share
+        restart = "restart" in cfg.cpr_enable
+        bios = (restart, restart)
+    return [main + (main_memfd, main_shared), ("pc.bios", BIOS_SIZE, None) + bios]
+
+
+class CprState:
+    """The fds one process hands to the next: the environment (V5) or the cpr-state memfd (V6+)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.inherited = self._read()
+        self.outgoing = {}
+
+    def _read(self):
+        if self.cfg.series["number"] == 5:
+            # getenv_fd(): found by name in the environment (V5 11/25).
+            return dict((k[len(FD_PREFIX):], int(v)) for k, v in os.environ.items() if k.startswith(FD_PREFIX))
+        if CPR_STATE_ENV not in os.environ:
+            return {}
+        fd = int(os.environ.pop(CPR_STATE_ENV))
+        with os.fdopen(fd, "rb") as f:
+            return json.loads(f.read().rstrip(b"\0").decode() or "{}")
+
+    def record(self, name, fd):
+        """setenv_fd() in V5 (the variable is set now); V6+ collects them for save()."""
+        if self.cfg.series["number"] == 5:
+            os.environ[FD_PREFIX + name] = str(fd)
+        else:
+            self.outgoing[name] = fd
+
+    def save(self):
+        """Before exec: V6+ serialise the fds into one memfd named by env QEMU_CPR_STATE.  Returns fds to keep."""
+        if self.cfg.series["number"] == 5:
+            return []
+        fd = os.memfd_create(CPR_STATE_ENV, 0)
+        os.write(fd, json.dumps(self.outgoing).encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.environ[CPR_STATE_ENV] = str(fd)
+        return [fd]
+
+
+def _chardev_socket(c, inherited_fd):
+    """A listening socket chardev; the series hands its fd to the next process under the chardev's
+    label (the socket patch of "chardev: cpr framework"), where it is found again."""
+    if inherited_fd is not None:
+        sock = socket.socket(fileno=inherited_fd)
+        sock.set_inheritable(False)
+        return sock
+    if os.path.exists(c["path"]):
+        os.unlink(c["path"])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(c["path"])
+    sock.listen(1)
+    return sock
 
 
 class VM:
     def __init__(self, cfg):
         self.cfg = cfg
-        inherited = _inherited_fds(cfg)
-        self.blocks = [RAMBlock(n, s, cfg.memfd_alloc, inherited.get(n)) for n, s in _blocks(cfg)]
+        self.state = CprState(cfg)
+        inherited = self.state.inherited
+        self.blocks = [RAMBlock(n, size, kind, memfd, shared, inherited.get(n) if memfd else None)
+                       for n, size, kind, memfd, shared in _ram_blocks(cfg)]
+        for b in self.blocks:
+            if b.fd is not None:
+                self.state.record(b.name, b.fd)
+        self.sockets = dict((label, _chardev_socket(c, inherited.get(label))) for label, c in cfg.chardevs.items()
+                            if c["backend"] == "socket" and not c.get("monitor"))
+        for label, sock in self.sockets.items():
+            self.state.record(label, sock.fileno())
         self.ram = self.blocks[0].map
-        self.restored = bool(inherited)
-        _record_fds(cfg, self.blocks)
+        self.restored = self.blocks[0].fd is not None and self.blocks[0].name in inherited
         self.runstate = "prelaunch" if cfg.paused else "running"
-        self.was_running_at_save = None
-        self.saved_restart = False
+        self.saved_mode = None
         self.lock = threading.Lock()
-        self.events = []
-        self.serial = open(cfg.serial, "a", buffering=1)
+        self.serial = self._open_serial()
         if not self.restored:
             self._boot()
         threading.Thread(target=self._guest, daemon=True).start()
+
+    def _open_serial(self):
+        c = self.cfg.chardevs[self.cfg.serial]
+        return open(c["path"], "a", buffering=1)
 
     def _boot(self):
         boot_id = uuid.uuid4().hex[:32].encode()
@@ -204,7 +393,6 @@ class VM:
         self.serial.write("CPRLAB FILLED 0 md5 %s\n" % self._sum())
 
     def _sum(self):
-        import hashlib
         return hashlib.md5(self.ram[_FILL:_FILL + _FILL_SIZE]).hexdigest()
 
     def _guest(self):
@@ -221,10 +409,45 @@ class VM:
                     line += " md5 %s" % self._sum()
                 self.serial.write(line + "\n")
 
-    def set_runstate(self, state, event=None):
-        self.runstate = state
-        if event:
-            self.events.append(event)
+
+class QMPFail(Exception):
+    def __init__(self, desc, cls="GenericError"):
+        super().__init__(desc)
+        self.cls, self.desc = cls, desc
+
+
+_TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer"}
+_PY_TYPES = {"str": str, "bool": bool, "int": int}
+
+
+def _check_value(name, kind, value, enums):
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            raise QMPFail("Invalid parameter type for '%s', expected: array" % name)
+        for n, item in enumerate(value):
+            _check_value("%s[%d]" % (name, n), kind[0], item, enums)
+    elif kind in enums:
+        if not isinstance(value, str):
+            raise QMPFail("Invalid parameter type for '%s', expected: string" % name)
+        if value not in enums[kind]:
+            raise QMPFail("Parameter '%s' does not accept value '%s'" % (name, value))
+    elif not isinstance(value, _PY_TYPES[kind]) or (kind == "int" and isinstance(value, bool)):
+        raise QMPFail("Invalid parameter type for '%s', expected: %s" % (name, _TYPE_NAMES[kind]))
+
+
+def check_arguments(members, args, enums):
+    """QEMU's QAPI input visitor: members in schema order, then anything left over."""
+    for member, kind in members:
+        name = member.lstrip("*")
+        if name not in args:
+            if member.startswith("*"):
+                continue
+            raise QMPFail("Parameter '%s' is missing" % name)
+        _check_value(name, kind, args[name], enums)
+    known = set(m.lstrip("*") for m, _k in members)
+    for name in args:
+        if name not in known:
+            raise QMPFail("Parameter '%s' is unexpected" % name)
 
 
 class Monitor:
@@ -238,6 +461,7 @@ class Monitor:
         self.listener.bind(path)
         self.listener.listen(1)
         self.conn = None
+        self._after = None
 
     def send(self, obj):
         try:
@@ -290,9 +514,8 @@ class Monitor:
                     self._reply(mid, error=(e.cls, e.desc))
                     continue
                 self._reply(mid, result=result)
-                after = getattr(self, "_after", None)
-                if after:
-                    self._after = None
+                if self._after:
+                    after, self._after = self._after, None
                     after()
 
     def _reply(self, mid, result=None, error=None):
@@ -303,19 +526,13 @@ class Monitor:
         self.send(msg)
 
     def dispatch(self, cmd, args):
-        vm, cfg = self.vm, self.vm.cfg
-        handler = COMMANDS.get(cmd) or {cfg.save_cmd: cmd_save, cfg.exec_cmd: cmd_exec,
-                                        cfg.load_cmd: cmd_load}.get(cmd)
+        vm = self.vm
+        handler, members = commands(vm.cfg.series).get(cmd, (None, None))
         if handler is None:
-            raise QMPFail("CommandNotFound", "The command %s has not been found" % cmd)
+            raise QMPFail("The command %s has not been found" % cmd, "CommandNotFound")
+        check_arguments(members, args, {"CprMode": vm.cfg.series["modes"]})
         with vm.lock:
             return handler(self, vm, args)
-
-
-class QMPFail(Exception):
-    def __init__(self, cls, desc):
-        super().__init__(desc)
-        self.cls, self.desc = cls, desc
 
 
 def cmd_capabilities(mon, vm, args):
@@ -331,23 +548,28 @@ def cmd_status(mon, vm, args):
 
 
 def cmd_commands(mon, vm, args):
-    cfg = vm.cfg
-    return [{"name": n} for n in sorted(list(COMMANDS) + [cfg.save_cmd, cfg.exec_cmd, cfg.load_cmd])]
+    return [{"name": n} for n in sorted(commands(vm.cfg.series))]
+
+
+def set_runstate(mon, vm, state):
+    """runstate_set(), with the STOP and RESUME events of vm_stop() and vm_start()."""
+    before, vm.runstate = vm.runstate, state
+    if before == "running" and state != "running":
+        mon.event("STOP")
+    elif state == "running" and before != "running":
+        mon.event("RESUME")
 
 
 def cmd_stop(mon, vm, args):
     if vm.runstate == "running":
-        vm.set_runstate("paused")
-        mon.event("STOP")
+        set_runstate(mon, vm, "paused")
     return {}
 
 
 def cmd_cont(mon, vm, args):
-    if vm.runstate == "inmigrate":
-        raise QMPFail("GenericError", "Migration is not finalized yet")
-    if vm.runstate != "running":
-        vm.set_runstate("running")
-        mon.event("RESUME")
+    if vm.runstate in ("shutdown", "internal-error", "guest-panicked"):
+        raise QMPFail("Resetting the Virtual Machine is required")
+    set_runstate(mon, vm, "running")
     return {}
 
 
@@ -357,16 +579,29 @@ def cmd_quit(mon, vm, args):
 
 
 def cmd_qom_get(mon, vm, args):
-    path, prop = args.get("path"), args.get("property")
+    path, prop = args["path"], args["property"]
+    cfg = vm.cfg
     if path == "/machine":
-        values = {"type": vm.cfg.machine["type"] + "-machine", "memfd-alloc": vm.cfg.memfd_alloc}
+        values = {"type": cfg.machine["type"] + "-machine"}
+        if cfg.series["memory"] == "memfd-alloc":
+            values["memfd-alloc"] = cfg.memfd_alloc
         if prop in values:
             return values[prop]
-        raise QMPFail("GenericError", "Property '%s-machine.%s' not found" % (vm.cfg.machine["type"], prop))
-    raise QMPFail("DeviceNotFound", "Device '%s' not found" % path)
+        raise QMPFail("Property '%s-machine.%s' not found" % (cfg.machine["type"], prop))
+    raise QMPFail("Device '%s' not found" % path, "DeviceNotFound")
+
+
+def _backends(vm):
+    """The memory backends as query-memdev lists them (main RAM as QEMU 5.0+'s implicit pc.ram)."""
+    main = vm.blocks[0]
+    obj = vm.cfg.objects.get(main.name, {})
+    return [(main.name, main.size, main.backend, obj.get("share") == "on")]
 
 
 def cmd_qom_list(mon, vm, args):
+    if args["path"] == "/objects":
+        return [{"name": "type", "type": "string"}] + [
+            {"name": n, "type": "child<%s>" % kind} for n, _s, kind, _sh in _backends(vm)]
     return [{"name": "type", "type": "string"}]
 
 
@@ -377,11 +612,36 @@ def cmd_machines(mon, vm, args):
 
 
 def cmd_memdev(mon, vm, args):
-    return []  # -m RAM: no memory-backend objects, as in QEMU 6.2 without -object
+    return [{"id": n, "size": size, "merge": True, "dump": True, "prealloc": False, "share": share,
+             "host-nodes": [], "policy": "default"} for n, size, _kind, share in _backends(vm)]
+
+
+def _chardev_filename(c):
+    """query-chardev's filename, in the forms real QEMU gives (see the contract test)."""
+    if c["backend"] == "socket":
+        # A server socket no client has connected to is "disconnected:" (QEMU 10.0, seen here).
+        return "%sunix:%s,server=on" % ("" if c.get("monitor") else "disconnected:", c["path"])
+    return c["backend"]
+
+
+def cmd_chardev(mon, vm, args):
+    return [{"label": label, "filename": _chardev_filename(c), "frontend-open": True}
+            for label, c in sorted(vm.cfg.chardevs.items())]
 
 
 def cmd_schema(mon, vm, args):
-    return [{"name": "MigrationCapability", "meta-type": "enum", "values": ["xbzrle", "events"]}]
+    """query-qmp-schema: every command with its argument members, and the CprMode enum."""
+    out = [{"name": "MigrationCapability", "meta-type": "enum", "values": ["xbzrle", "events"]},
+           {"name": "CprMode", "meta-type": "enum", "values": vm.cfg.series["modes"]},
+           {"name": "str", "meta-type": "builtin", "json-type": "string"},
+           {"name": "[str]", "meta-type": "array", "element-type": "str"}]
+    for n, (name, (_handler, members)) in enumerate(sorted(commands(vm.cfg.series).items())):
+        arg_type = "a%d" % n
+        out.append({"name": name, "meta-type": "command", "arg-type": arg_type, "ret-type": "any"})
+        out.append({"name": arg_type, "meta-type": "object", "members": [
+            dict({"name": m.lstrip("*"), "type": "[%s]" % k[0] if isinstance(k, list) else k},
+                 **({"default": None} if m.startswith("*") else {})) for m, k in members]})
+    return out
 
 
 def cmd_kvm(mon, vm, args):
@@ -392,85 +652,151 @@ def cmd_migrate_query(mon, vm, args):
     return {}
 
 
+def cmd_info(mon, vm, args):
+    """cprinfo (V2-V5): the modes this build supports (V5 03/25, 12/25)."""
+    return {"modes": vm.cfg.series["modes"]}
+
+
+def _volatile_blocks(vm):
+    return [b for b in vm.blocks if b.volatile]
+
+
+def _not_capable_chardevs(vm):
+    option = vm.cfg.series["chardev_option"]
+    return [(label, _chardev_filename(c)) for label, c in sorted(vm.cfg.chardevs.items())
+            if c["backend"] not in CPR_CAPABLE_BACKENDS and c.get(option) != "on"]
+
+
+def _v8_blockers(vm):
+    """V8 reports the first registered blocker of restart mode at cpr-save."""
+    if "restart" not in vm.cfg.cpr_enable:
+        return "cpr mode is not enabled.  Use -cpr-enable."
+    for b in _volatile_blocks(vm):
+        if b.backend:
+            return ("Memory region %s is volatile. A memory-backend-memfd or memory-backend-file with share=on "
+                    "is required." % b.name)
+        return "Memory region %s is volatile. -cpr-enable restart is required." % b.name
+    for label, filename in _not_capable_chardevs(vm):
+        return "chardev %s -> %s does not allow cpr. See reopen-on-cpr." % (label, filename)
+    if vm.cfg.vfio:
+        # V8: a blocker for a container without VFIO_UPDATE_VADDR; this machine has none.
+        return "VFIO container does not support VFIO_UPDATE_VADDR or VFIO_UNMAP_ALL"
+    return None
+
+
 def cmd_save(mon, vm, args):
-    name = vm.cfg.save_cmd
-    if args.get("mode") != "restart":
-        raise QMPFail("GenericError", "%s: only mode restart is simulated" % name)
-    for b in vm.blocks:
-        if b.fd is None:
-            raise QMPFail("GenericError", "Memory region %s is volatile" % b.name)
-    was_running = vm.runstate == "running"
-    if was_running:
-        mon.event("STOP")
-    vm.set_runstate("save-vm")
-    path = args["file"]
+    """cprsave (V5 02/25, 12/25), cpr-save (V6 06/27, 14/27; V8 06/39, 22/39)."""
+    series, mode = vm.cfg.series, args["mode"]
+    path = args.get("file", args.get("filename"))
+    number = series["number"]
+    if number == 8 and mode == "restart":
+        blocker = _v8_blockers(vm)
+        if blocker:
+            raise QMPFail(blocker)
+    elif number == 6 or mode == "reboot":
+        # V1-V5 check volatile RAM in reboot mode only; V6/V7 in every mode.
+        for b in _volatile_blocks(vm):
+            raise QMPFail("Memory region %s is volatile" % b.name)
     try:
         fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + json.dumps({"was_running": was_running, "machine": vm.cfg.machine["type"]}).encode())
     except OSError as e:
-        if was_running:
-            vm.set_runstate("running")
-            mon.event("RESUME")
-        raise QMPFail("GenericError", "Could not open '%s': %s" % (path, e.strerror))
-    vm.saved_restart = True
+        # The series' text for this failure was not confirmed; QEMU's usual form.
+        raise QMPFail("Could not open '%s': %s" % (path, e.strerror))
+    saved = vm.runstate
+    # vm_stop(RUN_STATE_SAVE_VM) changes the runstate only of a running VM.
+    if vm.runstate == "running":
+        set_runstate(mon, vm, "save-vm")
+    with os.fdopen(fd, "wb") as f:
+        f.write(MAGIC + json.dumps({"runstate": saved, "machine": vm.cfg.machine["type"]}).encode())
+    vm.saved_mode = mode
     return {}
 
 
 def cmd_exec(mon, vm, args):
-    name = vm.cfg.exec_cmd
-    if vm.cfg.accel == "xen":
-        raise QMPFail("GenericError", "xen does not support %s" % name)
+    """cprexec (V5 11/25, 20/25), cpr-exec (V6 14/27, V8 20/39)."""
+    series = vm.cfg.series
+    number, name, argv = series["number"], series["exec"][0], args["argv"]
+    save_name = series["save"][0]
+    if vm.cfg.accel == "xen" and number != 8:
+        raise QMPFail("xen does not support %s" % name)
     if vm.runstate != "save-vm":
-        raise QMPFail("GenericError", "runstate is not save-vm")
-    if vm.cfg.spelling == "late" and not vm.saved_restart:
-        raise QMPFail("GenericError", "cpr-exec requires cpr-save with restart mode")
-    argv = args["args"]
-    keep = [b.fd for b in vm.blocks]
-    if CPR_STATE_ENV in os.environ:
-        keep.append(int(os.environ[CPR_STATE_ENV]))
-
-    def exec_now():
-        for fd in keep:
-            os.set_inheritable(fd, True)  # qemu_clr_cloexec
-        vm.serial.flush()
-        try:
-            os.execv(argv[0], argv)
-        except OSError as e:
-            # The series falls into QEMU's shutdown path here: the guest is lost.
-            sys.stderr.write("qemu-system-x86_64: %s: execvp %s failed: %s\n" % (name, argv[0], e.strerror))
-            os._exit(1)
-    mon._after = exec_now
+        raise QMPFail("runstate is not save-vm")
+    if vm.saved_mode != "restart":
+        raise QMPFail("%s requires %s with restart mode" % (name, save_name))
+    if number == 5:
+        for label, filename in _not_capable_chardevs(vm):
+            raise QMPFail("error: chardev %s -> %s is not capable of cpr" % (label, filename))
+    if vm.cfg.vfio and number != 8:
+        raise QMPFail("VFIO container does not support VFIO_UPDATE_VADDR or VFIO_UNMAP_ALL")
+    if not argv:
+        raise QMPFail("qemu_system_exec_request: argv[0] is NULL")
+    keep = [b.fd for b in vm.blocks if b.fd is not None] + [s.fileno() for s in vm.sockets.values()]
+    # The main loop exec's after the command has returned (V5 08/25, V6 12/27).
+    mon._after = lambda: _exec(mon, vm, argv, keep)
     return {}
 
 
+def _exec(mon, vm, argv, keep):
+    keep = keep + vm.state.save()
+    for fd in keep:
+        os.set_inheritable(fd, True)  # qemu_clr_cloexec() on each preserved fd
+    vm.serial.flush()
+    try:
+        os.execv(argv[0], argv)
+    except OSError as e:
+        if vm.cfg.series["number"] == 5:
+            # error_setg_errno(&error_fatal, errno, "execvp failed") (V5 08/25): no path, exit(1).
+            sys.stderr.write("%s: execvp failed: %s\n" % (PROG, e.strerror))
+            sys.stderr.flush()
+            os._exit(1)
+        # V6 12/27: error_report, then the shutdown path: QEMU exits unless its
+        # shutdown action is pause, where vm_stop(RUN_STATE_SHUTDOWN) leaves a
+        # VM that is not running in its runstate (here save-vm).
+        sys.stderr.write("%s: execvp %s failed: %s\n" % (PROG, argv[0], e.strerror))
+        sys.stderr.flush()
+        mon.event("SHUTDOWN", {"guest": False, "reason": "host-error"})
+        if not vm.cfg.no_shutdown:
+            os._exit(0)
+
+
 def cmd_load(mon, vm, args):
-    name = vm.cfg.load_cmd
+    """cprload (V5 02/25), cpr-load (V6 06/27, V8 06/39)."""
+    series = vm.cfg.series
+    number, name, path = series["number"], series["load"][0], args.get("file", args.get("filename"))
+    if number == 8 and args["mode"] not in vm.cfg.cpr_enable:
+        raise QMPFail("cpr mode is not enabled.  Use -cpr-enable.")
     if vm.runstate == "running":
-        raise QMPFail("GenericError", "%s called for a running VM" % name.replace("cprload", "cpr-load"))
-    path = args["file"]
+        raise QMPFail("%s called for a running VM" % name)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise QMPFail("GenericError", "Could not open '%s': %s" % (path, e.strerror))
+        raise QMPFail("Could not open '%s': %s" % (path, e.strerror))
     if not data.startswith(MAGIC):
-        raise QMPFail("GenericError", "%s is not a vmstate file" % path)
-    state = json.loads(data[len(MAGIC):].decode())
-    if state["was_running"]:
-        vm.set_runstate("running")
-        mon.event("RESUME")
-    else:
-        vm.set_runstate("paused")
+        raise QMPFail(("error: %s is not a vmstate file" if number == 5 else "%s is not a vmstate file") % path)
+    saved = json.loads(data[len(MAGIC):].decode())["runstate"]
+    # vm_start() if it ran at cprsave, else runstate_set(the saved runstate).
+    set_runstate(mon, vm, saved)
     return {}
 
 
-COMMANDS = {
-    "qmp_capabilities": cmd_capabilities, "query-version": cmd_version, "query-status": cmd_status,
-    "query-commands": cmd_commands, "stop": cmd_stop, "cont": cmd_cont, "quit": cmd_quit,
-    "qom-get": cmd_qom_get, "qom-list": cmd_qom_list, "query-machines": cmd_machines,
-    "query-memdev": cmd_memdev, "query-qmp-schema": cmd_schema, "query-kvm": cmd_kvm,
-    "query-migrate": cmd_migrate_query,
+def commands(series):
+    """{name: (handler, QAPI members)} for this series version."""
+    table = dict((name, (globals()[_HANDLERS[name]], members)) for name, members in COMMON_ARGS.items())
+    for key, handler in (("save", cmd_save), ("exec", cmd_exec), ("load", cmd_load)):
+        name, members = series[key]
+        table[name] = (handler, members)
+    if series["info"]:
+        table[series["info"]] = (cmd_info, [])
+    return table
+
+
+_HANDLERS = {
+    "qmp_capabilities": "cmd_capabilities", "query-version": "cmd_version", "query-status": "cmd_status",
+    "query-commands": "cmd_commands", "stop": "cmd_stop", "cont": "cmd_cont", "quit": "cmd_quit",
+    "qom-get": "cmd_qom_get", "qom-list": "cmd_qom_list", "query-machines": "cmd_machines",
+    "query-memdev": "cmd_memdev", "query-qmp-schema": "cmd_schema", "query-kvm": "cmd_kvm",
+    "query-migrate": "cmd_migrate_query", "query-chardev": "cmd_chardev",
 }
 
 

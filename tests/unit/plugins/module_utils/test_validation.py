@@ -23,6 +23,15 @@ def test_check_argv(case):
         assert wanted in got
 
 
+@pytest.mark.parametrize("case", NEW_ARGV["live_update_cases"], ids=[c["id"] for c in NEW_ARGV["live_update_cases"]])
+def test_check_argv_live_update(case):
+    vm = dict(NEW_ARGV["live_update_vm"], **case.get("vm_patch", {}))
+    problems = validation.check_argv(case["argv"], vm, NEW_ARGV["qmp_socket"], "live-update")
+    assert len(problems) == len(case["problems"]), problems
+    for wanted, got in zip(case["problems"], problems):
+        assert wanted in got
+
+
 def test_derive_argv_pins_the_machine_and_drops_what_the_modules_own():
     old = ["/usr/bin/qemu-system-x86_64", "-S", "-machine", "q35,memory-backend=ram0,aux-ram-share=on",
            "-object", "memory-backend-memfd,id=ram0,size=256M,share=on", "-daemonize",
