@@ -86,12 +86,14 @@ def start_new_qemu(session):
     return proc, log_path
 
 
-def _log_tail(path):
+def _log_tail(path, argv):
+    """The end of the new QEMU's log, with every secret of argv (the command that started it) masked."""
     try:
         with open(path, errors="replace") as f:
-            return " ".join(f.read().split())[-400:]
+            text = f.read()
     except OSError:
         return ""
+    return " ".join(process.mask_text(text, process.secret_values(argv)).split())[-400:]
 
 
 def switch(conn, session, timeout, qmp_timeout):
@@ -120,7 +122,7 @@ def switch(conn, session, timeout, qmp_timeout):
         runstate = common.resume_old(conn, session["runstate_before"])
         for path in (cpr_host, main_host):
             validation.remove_stale_socket(path)
-        log = _log_tail(log_path)
+        log = _log_tail(log_path, launch_argv(session))
         raise common.SwitchFailed(
             "%s: cpr-transfer rolled back: %s%s; the guest is %s on the old QEMU (PID %d), which keeps its "
             "QMP socket" % (vm, why, " (new QEMU said: %s)" % log if log else "", runstate, session["pid"]),

@@ -12,6 +12,7 @@ namespace), so they are reached from the host through /proc/PID/root.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import json
 import os
 import re
 
@@ -26,9 +27,21 @@ FLAG_OPTIONS = frozenset((
     "sdl", "no-frame", "old-param", "semihosting", "enable-sync-profile",
 ))
 
-# Option keys whose values are secrets: never shown in results or logs.
-SECRET_KEYS = frozenset(("data", "password", "passwd"))
+# Option keys whose values are secrets: never shown in results or logs.  A dotted
+# key (``file.password``) counts by its last part; ``password-secret``,
+# ``key-secret``, ``keyid`` and ``passwordid`` name objects and are not secrets.
+SECRET_KEYS = frozenset(("data", "password", "passwd", "key"))
 MASK = "********"
+# Values of secret keys that are flags (``-vnc :1,password=on``), not secrets:
+# handing "on" to Ansible's masking would hide that word everywhere.
+_FLAG_VALUES = frozenset(("on", "off", "yes", "no", "true", "false", "y", "n"))
+# ``scheme://userinfo@``: userinfo ends at the first "/", "?", "#", quote, blank or
+# single comma (",," is a literal comma in QEMU's key=value syntax).
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://((?:,,|[^/?#@\s,\"'])*)@")
+# ``rbd:pool/image:id=admin:key=SECRET:...`` (``\:`` is a literal colon there).
+_RBD_KEY = re.compile(r"(?<=:)key=((?:\\.|,,|[^:\\,\s\"'])*)")
+# A secret key=value pair in free text (a QEMU error message quoting its option).
+_TEXT_PAIR = re.compile(r"(?<![\w.-])((?:[\w-]+\.)*(?:%s))=([^,\s:\"']+)" % "|".join(sorted(SECRET_KEYS)))
 
 _DELETED = " (deleted)"
 
@@ -176,26 +189,112 @@ def _socket_path(value):
     return value.split(":", 1)[0], None
 
 
-def mask_argv(argv):
-    """A copy of argv with secret values (``-object secret,data=…``, passwords) masked."""
-    out = list(argv)
+def _hide(value, found):
+    """MASK for a secret value (noted in found); flags, empty and masked values stay."""
+    if not value or value == MASK or value.lower() in _FLAG_VALUES:
+        return value
+    found.update((value, value.replace(",,", ",")))
+    return MASK
+
+
+def _mask_userinfo(match, found):
+    """``scheme://user:pass@`` with the password masked (libiscsi also takes ``user%pass``)."""
+    scheme, userinfo = match.group(1), match.group(2)
+    sep = "%" if scheme.lower().endswith("iscsi") and "%" in userinfo else ":"
+    if sep not in userinfo:
+        return match.group(0)
+    user, password = userinfo.split(sep, 1)
+    return "%s://%s%s%s@" % (scheme, user, sep, _hide(password, found))
+
+
+def _mask_creds(text, found):
+    """text with URL passwords and rbd keys masked."""
+    text = _URL_USERINFO.sub(lambda m: _mask_userinfo(m, found), text)
+    if "rbd:" in text:
+        text = _RBD_KEY.sub(lambda m: "key=" + _hide(m.group(1), found), text)
+    return text
+
+
+def _mask_json(node, found):
+    """A decoded JSON value with secret keys' string values and credentials in strings masked."""
+    if isinstance(node, dict):
+        return dict((k, _hide(v, found) if k in SECRET_KEYS and isinstance(v, str) else _mask_json(v, found))
+                    for k, v in node.items())
+    if isinstance(node, list):
+        return [_mask_json(v, found) for v in node]
+    if isinstance(node, str):
+        return _mask_string(node, found)
+    return node
+
+
+def _mask_json_text(text, found):
+    """JSON text (libvirt's ``-object {...}``, ``-blockdev {...}``) masked; None if text is no JSON object."""
+    try:
+        node = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(node, (dict, list)):
+        return None
+    masked = _mask_json(node, found)
+    return text if masked == node else json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
+
+
+def _mask_string(text, found):
+    """A value that is no key=value list: a ``json:{...}`` filename, a URL, an rbd: filename."""
+    if text.startswith("json:"):
+        masked = _mask_json_text(text[5:], found)
+        if masked is not None:
+            return "json:" + masked
+    return _mask_creds(text, found)
+
+
+def _mask_pair(key, value, found):
+    """The value of a key=value pair: hidden for a secret key (``file.password`` counts as ``password``)."""
+    if key.rsplit(".", 1)[-1] in SECRET_KEYS:
+        return _hide(value, found)
+    return _mask_string(value, found) if value.startswith("json:") else value
+
+
+def _mask_value(value, found):
+    """One option's value (JSON or key=value, or a bare argument) with its secrets masked."""
+    if value.lstrip().startswith(("{", "[")):
+        masked = _mask_json_text(value, found)
+        if masked is not None:
+            return masked
+    text = _mask_string(value, found)
+    if "=" not in text:
+        return text
+    pairs = split_options(text, implied="")
+    masked = [(k, _mask_pair(k, v, found)) for k, v in pairs]
+    return text if masked == pairs else join_options(masked, implied="")
+
+
+def _mask(argv):
+    """(masked copy of argv, set of the secret values it hid)."""
+    out, found = list(argv), set()
     for i, name, value in iter_options(argv):
-        if value is None or "=" not in value:
-            continue
-        pairs = split_options(value, implied="")
-        if any(key in SECRET_KEYS for key, _v in pairs):
-            out[i + 1 if name else i] = join_options(
-                [(k, MASK if k in SECRET_KEYS else v) for k, v in pairs], implied="")
-    return out
+        if value is not None:
+            out[i + 1 if name else i] = _mask_value(value, found)
+    return out, found
+
+
+def mask_argv(argv):
+    """A copy of argv with its secrets masked: secret keys' values (k=v or JSON), rbd keys, URL passwords."""
+    return _mask(argv)[0]
 
 
 def secret_values(argv):
     """The secret values in an argv (what mask_argv hides), to hand to Ansible's masking."""
+    return _mask(argv)[1]
+
+
+def mask_text(text, secrets=()):
+    """Free text (a QEMU log) with each of secrets, URL passwords, rbd keys and secret key=value pairs masked."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
     found = set()
-    for _i, _name, value in iter_options(argv):
-        if value is not None and "=" in value:
-            found.update(v for k, v in split_options(value, implied="") if k in SECRET_KEYS and v)
-    return found
+    text = _TEXT_PAIR.sub(lambda m: "%s=%s" % (m.group(1), _hide(m.group(2), found)), text)
+    return _mask_creds(text, found)
 
 
 def read_argv(pid, proc="/proc"):

@@ -37,6 +37,50 @@ def test_mask_argv(case):
     assert bool(hidden) == (case["argv"] != case["masked"])
 
 
+SECRET_CASES = _load("secrets.yml")
+
+
+@pytest.mark.parametrize("case", SECRET_CASES, ids=[c["id"] for c in SECRET_CASES])
+def test_secret_forms_are_masked_and_handed_to_no_log(case):
+    masked = process.mask_argv(case["argv"])
+    assert masked == case["masked"]
+    hidden = process.secret_values(case["argv"])
+    assert hidden == set(case["secrets"])
+    assert not any(v in " ".join(masked) for v in hidden)
+    assert bool(hidden) == (case["argv"] != case["masked"])
+    assert process.mask_argv(masked) == masked  # masking masked output changes nothing
+    assert process.secret_values(masked) == set()
+
+
+def test_mask_text_hides_argv_secrets_urls_and_rbd_keys():
+    argv = ["qemu", "-object", '{"qom-type":"secret","id":"s1","data":"aHVudGVyMg=="}',
+            "-spice", "port=5900,password=sp1ce pw", "-vnc", ":1,password=on"]
+    log = ("qemu: -object {\"qom-type\":\"secret\",\"id\":\"s1\",\"data\":\"aHVudGVyMg==\"}: bad\n"
+           "qemu: -spice port=5900,password=sp1ce pw: error\n"
+           "qemu: could not open https://u:url-pw@host/x and iscsi://bob%i5@h/iqn/0\n"
+           "qemu: rbd:pool/img:id=admin:key=AQC1key==:conf=/etc/ceph.conf failed; passwd=other-pw\n"
+           "qemu: -vnc :1,password=on: ok")
+    text = process.mask_text(log, process.secret_values(argv))
+    for secret in ("aHVudGVyMg==", "sp1ce pw", "url-pw", "i5", "AQC1key==", "other-pw"):
+        assert secret not in text
+    assert "https://u:%s@host/x" % process.MASK in text
+    assert "iscsi://bob%%%s@h/iqn/0" % process.MASK in text
+    assert "key=%s:conf=/etc/ceph.conf" % process.MASK in text
+    assert "password=on: ok" in text
+    assert process.mask_text("no secret here, on and off", ()) == "no secret here, on and off"
+
+
+def test_cpr_transfer_log_tail_is_masked(tmp_path):
+    from ansible_collections.cpr.qemu.plugins.module_utils import cpr_transfer
+    log = tmp_path / "new-qemu.log"
+    log.write_text("x" * 1000 + "\nqemu: -object secret,id=s0,data=c2VjcmV0: Permission denied\n")
+    tail = cpr_transfer._log_tail(str(log), ["qemu", "-object", "secret,id=s0,data=c2VjcmV0"])
+    assert "c2VjcmV0" not in tail
+    assert tail.endswith("data=%s: Permission denied" % process.MASK)
+    assert len(tail) <= 400
+    assert cpr_transfer._log_tail(str(tmp_path / "missing.log"), []) == ""
+
+
 @pytest.mark.parametrize("text, implied, pairs", [
     ("q35,aux-ram-share=on", "type", [("type", "q35"), ("aux-ram-share", "on")]),
     ("on,spawn=deny", "enable", [("enable", "on"), ("spawn", "deny")]),
