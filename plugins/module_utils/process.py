@@ -325,6 +325,16 @@ def binary_facts(pid, proc="/proc"):
             "file_id": [st.st_dev, st.st_ino]}
 
 
+def credentials(pid, proc="/proc"):
+    """(uid, gid, supplementary gids) a process runs with (its effective ids, from /proc/PID/status)."""
+    fields = {}
+    with open("%s/%d/status" % (proc, pid)) as f:
+        for line in f:
+            key, _sep, value = line.partition(":")
+            fields[key] = value.split()
+    return int(fields["Uid"][1]), int(fields["Gid"][1]), [int(g) for g in fields.get("Groups", [])]
+
+
 def host_path(pid, path, proc="/proc"):
     """A path as the process sees it, made reachable from here (through its root and cwd)."""
     if not os.path.isabs(path):

@@ -5,7 +5,8 @@
 """What a QEMU binary on disk is: does it run, which version, which machine types.
 
 A binary may live in another root (a container image, a chroot); it is then run
-with ``chroot ROOT PATH`` so it finds its own libraries and firmware.
+with ``chroot ROOT PATH`` so it finds its own libraries and firmware.  Only a
+binary that root alone could have put where it is ever runs (trust.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,10 +14,16 @@ __metaclass__ = type
 
 import os
 import re
+import shutil
+import stat
 import subprocess
+
+from ansible_collections.cpr.qemu.plugins.module_utils import trust
 
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(?:\s*\((.*)\))?")
 _ALIAS = re.compile(r"\(alias of ([^)]+)\)")
+# What a probe runs with: nothing of the caller's environment (Ansible's, the SSH session's) leaks in.
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
 class BinaryError(Exception):
@@ -49,16 +56,40 @@ def version_string(version):
     return ".".join(str(x) for x in version)
 
 
-def host_path(path, root=None):
-    if not root or root == "/":
-        return path
-    return os.path.join(root, path.lstrip("/"))
-
-
-def _run(cmd, timeout):
+def _chroot():
+    """coreutils chroot, which runs as root: judged like any binary run as root."""
+    path = shutil.which("chroot", path=CLEAN_ENV["PATH"])
+    if path is None:
+        raise BinaryError("no chroot command in %s" % CLEAN_ENV["PATH"])
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        trust.check_path("/", path)
+    except (trust.UntrustedError, OSError) as e:
+        raise BinaryError("%s is not trusted: %s" % (path, e))
+    return path
+
+
+def _command(path, root, run_as):
+    """The argv that runs path inside root, as run_as = (uid, gid, groups) when given.
+
+    Returns (argv, keyword arguments for subprocess).  In the host's root the
+    identity is dropped by subprocess itself (no preexec_fn: the modules probe
+    from threads); in another root chroot drops it after entering that root.
+    """
+    in_host_root = root == "/"
+    if run_as is None:
+        return ([path] if in_host_root else [_chroot(), root, path]), {}
+    uid, gid, groups = run_as
+    if in_host_root:
+        return [path], {"user": uid, "group": gid, "extra_groups": list(groups)}
+    # "+N" makes chroot take N as a number even where a user or group is named N.
+    return [_chroot(), "--userspec=+%d:+%d" % (uid, gid), "--groups=%s" % ",".join("+%d" % g for g in groups),
+            root, path], {}
+
+
+def _run(cmd, timeout, identity):
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=CLEAN_ENV, cwd="/", timeout=timeout, check=False, **identity)
     except subprocess.TimeoutExpired:
         raise BinaryError("%s did not finish within %ss" % (" ".join(cmd), timeout))
     except OSError as e:
@@ -69,27 +100,44 @@ def _run(cmd, timeout):
     return out
 
 
-def probe(path, root=None, timeout=30):
-    """Check that a QEMU binary exists, is executable and runs; report its version and machine types."""
+def _trusted_stat(path, root, in_root):
+    """The binary's stat, once it is known that root alone could have put it where it is."""
+    try:
+        st = trust.check_path(root, path)[1]
+    except trust.UntrustedError as e:
+        raise BinaryError("target binary %s is not trusted%s: %s" % (path, in_root, e))
+    except FileNotFoundError:
+        raise BinaryError("target binary %s does not exist%s" % (path, in_root))
+    except OSError as e:
+        raise BinaryError("target binary %s cannot be looked up%s: %s: %s" % (path, in_root, e.filename, e.strerror))
+    if not stat.S_ISREG(st.st_mode):
+        raise BinaryError("target binary %s is not a regular file%s" % (path, in_root))
+    if not st.st_mode & 0o111:
+        raise BinaryError("target binary %s is not executable%s" % (path, in_root))
+    return st
+
+
+def probe(path, root=None, timeout=30, run_as=None):
+    """Check that a QEMU binary is trusted, exists, is executable and runs; report its version and machine types.
+
+    Nothing runs unless root alone could have put the binary where it is (see
+    trust.py).  It runs with a clean environment, from "/", and as run_as =
+    (uid, gid, supplementary gids) when given: a probe needs no more rights
+    than the QEMU that will run the binary.
+    """
     if not os.path.isabs(path):
         raise BinaryError("target binary %s is not an absolute path" % path)
-    where = host_path(path, root)
-    in_root = "" if where == path else " (in root %s)" % root
-    if root and root != "/" and not os.path.isdir(root):
+    root = root or "/"
+    in_root = "" if root == "/" else " (in root %s)" % root
+    if not os.path.isdir(root):
         raise BinaryError("root %s of target binary %s does not exist" % (root, path))
-    if not os.path.exists(where):
-        raise BinaryError("target binary %s does not exist%s" % (path, in_root))
-    if not os.path.isfile(where):
-        raise BinaryError("target binary %s is not a regular file%s" % (path, in_root))
-    if not os.access(where, os.X_OK):
-        raise BinaryError("target binary %s is not executable%s" % (path, in_root))
-    prefix = [] if where == path else ["chroot", root]
+    st = _trusted_stat(path, root, in_root)
+    cmd, identity = _command(path, root, run_as)
     try:
-        version, package = parse_version(_run(prefix + [path, "-version"], timeout))
-        names, aliases = parse_machine_help(_run(prefix + [path, "-machine", "help"], timeout))
+        version, package = parse_version(_run(cmd + ["-version"], timeout, identity))
+        names, aliases = parse_machine_help(_run(cmd + ["-machine", "help"], timeout, identity))
     except BinaryError as e:
         raise BinaryError("target binary %s does not work%s: %s" % (path, in_root, e))
-    st = os.stat(where)
-    return {"path": path, "root": root or "/", "version": version_string(version),
+    return {"path": path, "root": root, "version": version_string(version),
             "package": package, "machine_types": names, "machine_aliases": aliases,
             "file_id": [st.st_dev, st.st_ino]}

@@ -40,6 +40,9 @@ def speaks(facts):
 def common_blockers(facts):
     """Reasons that stop every dialect."""
     reasons = []
+    if facts["untrusted"]:
+        reasons.append("untrusted: %s; the collection runs, probes and launches nothing for it"
+                       % facts["untrusted"])
     if facts["runstate"] not in UPGRADABLE_RUNSTATES:
         reasons.append("runstate is '%s': only a running or paused VM can be live-upgraded"
                        % facts["runstate"])

@@ -86,8 +86,9 @@ def _binary_root(dialect, pid, new_root):
 
 
 def _probe(path, root, facts, label):
+    """The new binary, judged (trust.py) and run as the VM's QEMU runs: no more rights than that."""
     try:
-        target = qemu_binary.probe(path, root)
+        target = qemu_binary.probe(path, root, run_as=process.credentials(facts["pid"]))
     except qemu_binary.BinaryError as e:
         raise UpgradeError("%s: %s" % (label, e))
     if facts["machine"]["type"] not in target["machine_types"]:

@@ -11,7 +11,7 @@ one QMP socket and never raises for a VM it cannot reach: the report says why.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, readiness
+from ansible_collections.cpr.qemu.plugins.module_utils import process, readiness, trust
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
 
 _MACHINE_SUFFIX = "-machine"
@@ -78,6 +78,15 @@ def accelerator(conn, argv_accel):
     return argv_accel or "tcg"
 
 
+def untrusted_reason(pid):
+    """Why the collection will not act for this process (its executable is not root's alone), or None."""
+    try:
+        trust.check_process_executable(pid)
+    except trust.UntrustedError as e:
+        return str(e)
+    return None
+
+
 def gather(conn):
     """Facts about the VM behind an open QMPConnection (its peer PID is the QEMU process)."""
     pid = conn.pid
@@ -115,6 +124,7 @@ def gather(conn):
         "pid": pid,
         "name": parsed["name"],
         "binary": process.binary_facts(pid),
+        "untrusted": untrusted_reason(pid),
         "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
         "package": version.get("package", "").strip(),
         "runstate": status["status"],

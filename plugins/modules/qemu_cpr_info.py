@@ -228,6 +228,14 @@ vms:
     cpr_exec_command:
       description: Whether QEMU has the C(cpr-exec-command) migration parameter.
       type: bool
+    untrusted:
+      description:
+        - Why the collection will not act for this VM, or null. A QEMU process is trusted only if the executable
+          it runs (the inode, through C(/proc/PID/exe)) and every directory above it are owned by root and
+          writable by neither group nor others (the rule of sshd's C(StrictModes)); otherwise someone other than
+          root could have chosen what runs there. An untrusted VM is ready for no dialect, and nothing is probed,
+          exec'd or launched for it.
+      type: str
     cpr_commands:
       description: The live-update series' QMP commands this QEMU has.
       type: list

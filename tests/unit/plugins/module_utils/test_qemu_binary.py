@@ -4,10 +4,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import pathlib
+import re
+import shutil
+import subprocess
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import qemu_binary
+from ansible_collections.cpr.qemu.plugins.module_utils import qemu_binary, trust
 
 MACHINE_HELP = """Supported machines are:
 microvm              microvm (i386)
@@ -39,10 +43,23 @@ def test_parse_version_rejects_other_programs():
         qemu_binary.parse_version("bash, version 5.2")
 
 
+@pytest.fixture
+def trusted(trusted_dir):
+    return pathlib.Path(trusted_dir)
+
+
 def _script(path, body, mode=0o755):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(mode)
     return str(path)
+
+
+def _fake_qemu(path, record=""):
+    """A script answering like QEMU 10.0.2 that first runs the shell commands record."""
+    help_text = MACHINE_HELP.replace("\n", "\\n")
+    return _script(path, record + '\ncase "$1" in -version) echo "QEMU emulator version 10.0.2 (Debian 1:10.0.2)";; '
+                   '*) printf "%s";; esac\n' % help_text)
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -51,17 +68,15 @@ def _script(path, body, mode=0o755):
     (lambda d: _script(d / "q", "exit 0\n", 0o644), "is not executable"),
     (lambda d: _script(d / "q", "echo boom >&2; exit 3\n"), "exited with status 3: boom"),
     (lambda d: _script(d / "q", "echo hello\n"), "no 'QEMU emulator version'"),
+    (lambda d: _script(d / "q", "sleep 5\n"), "did not finish within 0.5s"),
 ])
-def test_probe_refuses_what_is_not_a_working_qemu(tmp_path, setup, message):
+def test_probe_refuses_what_is_not_a_working_qemu(trusted, setup, message):
     with pytest.raises(qemu_binary.BinaryError, match=message):
-        qemu_binary.probe(setup(tmp_path))
+        qemu_binary.probe(setup(trusted), timeout=0.5)
 
 
-def test_probe_reports_a_working_binary(tmp_path):
-    help_text = MACHINE_HELP.replace("\n", "\\n")
-    path = _script(tmp_path / "qemu-system-x86_64",
-                   'case "$1" in -version) echo "QEMU emulator version 10.0.2 (Debian 1:10.0.2)";; '
-                   '*) printf "%s";; esac\n' % help_text)
+def test_probe_reports_a_working_binary(trusted):
+    path = _fake_qemu(trusted / "qemu-system-x86_64")
     got = qemu_binary.probe(path)
     assert got["version"] == "10.0.2"
     assert got["package"] == "Debian 1:10.0.2"
@@ -73,3 +88,60 @@ def test_probe_reports_a_working_binary(tmp_path):
 def test_probe_requires_an_absolute_path():
     with pytest.raises(qemu_binary.BinaryError, match="not an absolute path"):
         qemu_binary.probe("qemu-system-x86_64")
+
+
+@pytest.mark.parametrize("place, message", [
+    (lambda d, tmp: d / "q", "q is owned by uid 65534"),
+    (lambda d, tmp: tmp / "q", "/tmp is writable by others (mode 1777)"),
+], ids=["binary-of-another-user", "binary-below-tmp"])
+def test_probe_never_runs_an_untrusted_binary(trusted, tmp_path, place, message):
+    marker = tmp_path / "ran"
+    path = _fake_qemu(place(trusted, tmp_path), ": > %s" % marker)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(qemu_binary.BinaryError, match="target binary %s is not trusted: .*%s"
+                       % (re.escape(path), re.escape(message))):
+        qemu_binary.probe(path)
+    assert not marker.exists()
+
+
+def test_probe_runs_with_a_clean_environment_from_the_root(trusted, monkeypatch):
+    monkeypatch.setenv("CPR_QEMU_TEST_SECRET", "hunter2")
+    monkeypatch.chdir(trusted)
+    out = trusted / "out"
+    path = _fake_qemu(trusted / "bin" / "qemu", "export -p > %s/env; pwd > %s/cwd" % (out, out))
+    out.mkdir()
+    qemu_binary.probe(path)
+    env = (out / "env").read_text()
+    assert "CPR_QEMU_TEST_SECRET" not in env
+    assert "PATH='%s'" % qemu_binary.CLEAN_ENV["PATH"] in env
+    assert (out / "cwd").read_text() == "/\n"
+
+
+def test_probe_runs_as_the_user_given(trusted):
+    out = trusted / "out"
+    path = _fake_qemu(trusted / "bin" / "qemu", "id -u > %s/uid; id -G > %s/groups" % (out, out))
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    qemu_binary.probe(path, run_as=(65534, 65534, [100]))
+    assert (out / "uid").read_text() == "65534\n"
+    assert (out / "groups").read_text() == "65534 100\n"
+
+
+def test_probe_in_another_root_runs_as_the_user_given_through_chroot(trusted):
+    busybox = shutil.which("busybox")
+    assert busybox and subprocess.run(["ldd", busybox], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL).returncode != 0, \
+        "a static busybox (Debian's busybox-static, which the lab installs) is needed to fill a root of its own"
+    root = trusted / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(busybox, str(root / "bin" / "busybox"))
+    for applet in ("sh", "id"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "out").mkdir(mode=0o777)
+    (root / "out").chmod(0o777)
+    _fake_qemu(root / "usr" / "bin" / "qemu", "id -u > /out/uid; id -G > /out/groups; export -p > /out/env")
+    got = qemu_binary.probe("/usr/bin/qemu", str(root), run_as=(65534, 65534, [100, 65533]))
+    assert got["version"] == "10.0.2"
+    assert (root / "out" / "uid").read_text() == "65534\n"
+    assert (root / "out" / "groups").read_text().split() == ["65534", "100", "65533"]
+    assert "PATH='%s'" % qemu_binary.CLEAN_ENV["PATH"] in (root / "out" / "env").read_text()

@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from ansible_collections.cpr.qemu.plugins.module_utils import trust
+
+
+@pytest.fixture
+def trusted_dir():
+    """A root-owned 0755 directory below root's directories only (tmp_path is below the sticky /tmp).
+
+    The trust tests build trees of root's files and another user's: they run as root (as CI does) or fail.
+    """
+    assert os.geteuid() == 0, "the trust tests need root to create files owned by others"
+    for parent in ("/var/lib", "/var/cache", "/run"):
+        try:
+            trust.check_path("/", parent)
+        except (trust.UntrustedError, OSError):
+            continue
+        if not os.statvfs(parent).f_flag & os.ST_NOEXEC:
+            break
+    else:
+        pytest.fail("no trusted, executable place for test files under /var/lib, /var/cache or /run")
+    path = tempfile.mkdtemp(prefix="cpr-qemu-test-", dir=parent)
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
