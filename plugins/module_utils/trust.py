@@ -116,25 +116,34 @@ def _same_namespace(kind, base, proc):
     return os.readlink("%s/ns/%s" % (base, kind)) == os.readlink("%s/self/ns/%s" % (proc, kind))
 
 
-def _executable_root(base, pid, proc):
+def _same_file(path, st):
+    try:
+        here = os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _executable_root(base, pid, proc, path, st):
     """Where the path /proc/PID/exe reads as is to be looked up from here.
 
-    The kernel writes that path from the reader's root when the process shares
-    the reader's mount namespace (also when the process chrooted itself after
-    exec, as QEMU's -chroot does), and from the root of the process's own mount
-    namespace otherwise, which can only be reached while it is the process's root.
+    The kernel writes that path from the reader's root when the file is
+    reachable there (a process in our mount namespace, also one that chrooted
+    itself, as QEMU's -chroot does), else from the root of the process's own
+    mount namespace, which can only be reached while it is the process's root.
+    Mount namespaces of our user namespace were made by root; one made in a
+    user namespace of its own may mount anything anywhere.
     """
-    if _same_namespace("mnt", base, proc):
-        return "/", os.stat("/")
     if not _same_namespace("user", base, proc):
-        # Whoever made that user namespace may mount in it: any root-owned file under any name.
         raise UntrustedError("process %d runs in a user namespace of its own: its mounts are not root's alone"
                              % pid)
+    if _same_namespace("mnt", base, proc) or _same_file(path, st):
+        return "/", os.stat("/")
     root = base + "/root"
-    if os.readlink(root) != "/":
-        raise UntrustedError("process %d is chrooted in a mount namespace of its own: the directories "
-                             "of its executable cannot be seen" % pid)
-    return root, os.stat(root)
+    if os.readlink(root) == "/" or _same_file(root + path, st):
+        return root, os.stat(root)
+    raise UntrustedError("process %d is chrooted in a mount namespace of its own and its executable %s is "
+                         "not found at that path: its directories cannot be seen" % (pid, path))
 
 
 def check_process_executable(pid, proc="/proc"):
@@ -152,7 +161,7 @@ def check_process_executable(pid, proc="/proc"):
     if path.endswith(_DELETED):
         path = path[:-len(_DELETED)]
     judge(st, "%s (the executable of process %d)" % (path, pid))
-    root, root_st = _executable_root(base, pid, proc)
+    root, root_st = _executable_root(base, pid, proc, path, st)
     try:
         # The trailing "." makes resolving fail unless the last component is a directory.
         _resolve(root, root_st, os.path.dirname(path) + "/.")
