@@ -42,12 +42,13 @@ def is_armed(conn, session):
     return params.get("mode") == MODE and params.get("cpr-exec-command") == exec_command(session)
 
 
-def switch(conn, session, timeout, qmp_timeout):
+def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     """Pause, save, exec and resume.  Returns {new_pid, stop, resume}; raises SwitchFailed."""
     vm = session["vm"]
     deadline = time.monotonic() + timeout
     old_identity = common.socket_identity(session["qmp_socket_host"])
     conn.execute("migrate", {"uri": "file:" + session["state_file"]})
+    record(migrate_sent=True)
     status, stop = common.wait_migration(conn, deadline)
     if status == "completed":
         # QEMU execs right after 'completed'; if the exec fails it reports

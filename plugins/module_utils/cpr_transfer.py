@@ -30,9 +30,8 @@ import os
 import subprocess
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils import identity, process, state
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
-from ansible_collections.cpr.qemu.plugins.module_utils import validation
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
 MODE = "cpr-transfer"
@@ -46,12 +45,17 @@ def channels(session):
     ]
 
 
-def launch_argv(session):
-    """The command that starts the new QEMU: launcher, new argv, paused, both incoming channels."""
+def qemu_argv(session):
+    """The new QEMU's own argv: new argv, paused, both incoming channels."""
     incoming = []
     for channel in channels(session):
         incoming += ["-incoming", json.dumps(channel, separators=(",", ":"))]
-    return list(session["launcher"]) + session["new_argv"] + ["-S"] + incoming
+    return session["new_argv"] + ["-S"] + incoming
+
+
+def launch_argv(session):
+    """The command that starts the new QEMU: launcher, then QEMU's argv."""
+    return list(session["launcher"]) + qemu_argv(session)
 
 
 def arm(conn, session):
@@ -69,20 +73,34 @@ def is_armed(conn, session):
     return conn.execute("query-migrate-parameters").get("mode") == MODE
 
 
-def _host(session, key):
-    return process.host_path(session["pid"], session[key])
+def identity_problems(session):
+    """Why the new QEMU could not run as the old one does (checked before the pause)."""
+    return identity.problems(identity.capture(session["pid"]), session["old_argv"])
 
 
 def start_new_qemu(session):
-    """Start the new QEMU detached: its own session, no terminal, output to a log in the state dir.
+    """Start the new QEMU detached and as the old one runs (identity.py: user, groups, working directory,
+    environment, umask, cgroups): its own session, no terminal, output to a log in the root-only lock dir.
 
-    It must outlive this module, the SSH connection and Ansible.
+    It must outlive this module, the SSH connection and Ansible.  Raises identity.IdentityError, before
+    anything is started, when the old QEMU's identity cannot be reproduced.
     """
-    log_path = os.path.join(session["state_dir_host"], "new-qemu.log")
-    validation.create_private_file(log_path, session["uid"])
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(launch_argv(session), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+    ident = identity.capture(session["pid"])
+    if common.starttime(session["pid"]) != session["pid_starttime"]:
+        raise identity.IdentityError("PID %d is no longer the VM's QEMU" % session["pid"])
+    refused = identity.problems(ident, session["old_argv"])
+    if refused:
+        raise identity.IdentityError("; ".join(refused))
+    # QEMU's own -run-with user=/chroot= would die in a QEMU that already runs as that user.
+    argv = identity.argv_for(session["new_argv"], ident) + qemu_argv(session)[len(session["new_argv"]):]
+    cmd, kwargs = identity.launch_command(argv, ident, session["launcher"])
+    log_path = os.path.join(session["lock_dir"], "new-qemu.log")
+    log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True, **kwargs)
+    finally:
+        os.close(log)
     return proc, log_path
 
 
@@ -96,32 +114,84 @@ def _log_tail(path, argv):
     return " ".join(process.mask_text(text, process.secret_values(argv)).split())[-400:]
 
 
-def switch(conn, session, timeout, qmp_timeout):
-    """Start the new QEMU, migrate, resume the new one, kill the old one.  Raises SwitchFailed."""
+class _SocketDir:
+    """The directory of the VM's QMP socket, worked on through its fd (QEMU's user may write it)."""
+
+    def __init__(self, session, pid):
+        path = session["qmp_socket"]
+        self.name = os.path.basename(path)
+        self.backup = self.name + OLD_SOCKET_SUFFIX
+        self.fd = state.open_dir(("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid,
+                                 os.path.dirname(path), (session["uid"],))
+
+    def keep_old(self):
+        """A second name for the old QEMU's QMP socket: a new QEMU that dies unlinks the path."""
+        state.remove_entry(self.fd, self.backup)
+        os.link(self.name, self.backup, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+
+    def give_back(self, old_identity, qmp_host):
+        """The old QEMU's QMP socket back at its path (if the new QEMU took the path over), the second name gone."""
+        if common.socket_identity(qmp_host) == old_identity:
+            state.remove_entry(self.fd, self.backup)
+        else:
+            os.rename(self.backup, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def drop_old(self):
+        state.remove_entry(self.fd, self.backup)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def _clean_work_dir(session):
+    fd = state.open_work_dir(("/proc/%d/root" if os.path.isabs(session["work_dir"]) else "/proc/%d/cwd")
+                             % session["pid"], session["work_dir"], session["uid"], session["gid"])
+    try:
+        for name in ("cpr.sock", "main.sock"):
+            state.remove_entry(fd, name)
+    finally:
+        os.close(fd)
+
+
+def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
+    """Start the new QEMU, migrate, resume the new one, kill the old one.  Raises SwitchFailed.
+
+    ``record(**fields)`` keeps what a recovery must know (the new QEMU's PID) in the session.
+    """
+    sockets = _SocketDir(session, session["pid"])
+    try:
+        return _switch(conn, session, sockets, timeout, qmp_timeout, record)
+    finally:
+        sockets.close()
+
+
+def _switch(conn, session, sockets, timeout, qmp_timeout, record):
     vm = session["vm"]
     deadline = time.monotonic() + timeout
     qmp_host = session["qmp_socket_host"]
+    _clean_work_dir(session)
+    sockets.keep_old()
+    # Taken after the link, which changes the socket's ctime.
     old_identity = common.socket_identity(qmp_host)
-    backup = qmp_host + OLD_SOCKET_SUFFIX
-    cpr_host, main_host = _host(session, "cpr_socket"), _host(session, "main_socket")
-    for path in (cpr_host, main_host, backup):
-        validation.remove_stale_socket(path)
-    os.link(qmp_host, backup)
 
-    proc, log_path = start_new_qemu(session)
+    try:
+        proc, log_path = start_new_qemu(session)
+    except identity.IdentityError as e:
+        sockets.give_back(old_identity, qmp_host)
+        _clean_work_dir(session)
+        raise common.SwitchFailed("%s: the new QEMU was not started: %s; the guest was not paused"
+                                  % (vm, e), guest="old QEMU, PID %d, %s" % (session["pid"], session["runstate_before"]),
+                                  recovered=True)
     new_start = common.starttime(proc.pid)
+    record(new_pid=proc.pid, new_pid_starttime=new_start, old_socket_backup=session["qmp_socket"] + OLD_SOCKET_SUFFIX)
 
     def rollback(why):
         """Kill the new QEMU, give the old one its QMP path back, and resume the guest there."""
         common.kill(proc.pid, new_start)
         proc.poll()
-        if common.socket_identity(qmp_host) == old_identity:
-            os.unlink(backup)  # the new QEMU never took the path over
-        else:
-            os.rename(backup, qmp_host)
+        sockets.give_back(old_identity, qmp_host)
         runstate = common.resume_old(conn, session["runstate_before"])
-        for path in (cpr_host, main_host):
-            validation.remove_stale_socket(path)
+        _clean_work_dir(session)
         log = _log_tail(log_path, launch_argv(session))
         raise common.SwitchFailed(
             "%s: cpr-transfer rolled back: %s%s; the guest is %s on the old QEMU (PID %d), which keeps its "
@@ -148,24 +218,32 @@ def switch(conn, session, timeout, qmp_timeout):
             rollback("the new QEMU exited while loading the guest (status %s)" % proc.returncode)
         return peer == proc.pid
 
-    # Until the new QEMU runs the guest, any failure, expected or not, rolls back.
+    # Until the new QEMU is told to run the guest, any failure, expected or not, rolls back; after that
+    # the old QEMU is never resumed.
+    progress = {}
     try:
         new = common.connect_new(process.host_path(proc.pid, session["qmp_socket"]), old_identity, new_alive,
                                  deadline, qmp_timeout)
         if new is None:
             rollback("the new QEMU opened no QMP socket in %ss" % timeout)
         try:
-            resume = common.resume_new(new, session["runstate_before"], deadline)
+            resume = common.resume_new(new, session["runstate_before"], deadline, progress)
         finally:
             new.close()
     except common.SwitchFailed:
         raise
     except Exception as e:  # pylint: disable=broad-except
-        rollback("the new QEMU did not take the guest over: %s" % e)
+        if not progress.get("cont_sent"):
+            rollback("the new QEMU did not take the guest over: %s" % e)
+        common.kill(session["pid"], session["pid_starttime"])
+        sockets.drop_old()
+        raise common.SwitchFailed(
+            "%s: the new QEMU (PID %d) was told to run the guest, then failed to confirm it: %s. The old QEMU "
+            "was killed (it must never run the guest again). Check the VM with cpr.qemu.qemu_cpr_info; if it "
+            "is not running, send cont on %s" % (vm, proc.pid, e, session["qmp_socket"]),
+            guest="new QEMU, PID %d, told to run" % proc.pid, recovered=False)
 
     # The guest runs on the new QEMU: the old one must never run it again.
     common.kill(session["pid"], session["pid_starttime"])
-    os.unlink(backup)
-    for path in (cpr_host, main_host):
-        validation.remove_stale_socket(path)
+    sockets.drop_old()
     return {"new_pid": proc.pid, "new_pid_starttime": new_start, "stop": stop, "resume": resume}

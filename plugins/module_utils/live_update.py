@@ -180,7 +180,7 @@ def _exec(conn, session, timeout):
         _back_to_old(conn, session, "%s was accepted but QEMU did not exec within %ss" % (proto["exec"], timeout))
 
 
-def switch(conn, session, timeout, qmp_timeout):
+def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     """cprsave, cprexec, cprload.  Returns {new_pid, stop, resume}; raises SwitchFailed."""
     proto = session["protocol"]
     vm, pid, start = session["vm"], session["pid"], session["pid_starttime"]
@@ -194,8 +194,10 @@ def switch(conn, session, timeout, qmp_timeout):
         conn.execute(proto["save"], dict(file_args, mode="restart"))
     except QMPCommandError as e:
         _back_to_old(conn, session, "%s refused: %s" % (proto["save"], e.desc))
+    record(saved=True)
     stop = conn.wait_event("STOP", 2.0) if running else None
     _exec(conn, session, timeout)
+    record(exec_done=True)
 
     same_process = common.same_process(
         pid, start,

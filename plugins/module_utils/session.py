@@ -4,11 +4,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The session of one live upgrade, and the per-VM lock that is its on-disk copy.
 
-qemu_cprsave creates the lock file ``<state dir>/session.json`` with O_EXCL:
-while it exists, no other run can start an upgrade of that VM.  It holds the
-full session (the new argv unmasked, mode 0600 in a 0700 directory); the
-modules return a copy with secrets masked, and the next module checks that the
-session it is given is the one the lock holds.
+qemu_cprsave creates the lock file ``session.json`` in the VM's root-only lock
+directory (state.py) with O_EXCL: while it exists, no other run can start an
+upgrade of that VM.  It holds the full session (the new argv unmasked), its
+``step`` as the switch advances, and who drives that step (``owner``: PID and
+start time), so that a session whose owner died is found and settled.  Only
+root writes there, so what is read back can be trusted; the modules return a
+copy with secrets masked, and the next module checks that the session it is
+given is the one the lock holds.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,7 +22,7 @@ import os
 import time
 import uuid
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils import process, state
 
 LOCK_NAME = "session.json"
 
@@ -32,66 +35,76 @@ def new_token():
     return uuid.uuid4().hex
 
 
-def lock_path(state_dir_host):
-    return os.path.join(state_dir_host, LOCK_NAME)
+def lock_path(lock_dir):
+    return os.path.join(lock_dir, LOCK_NAME)
 
 
-def acquire(state_dir_host, session):
-    """Take the VM's lock by writing the session; refuse if another run holds it."""
-    path = lock_path(state_dir_host)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise LockError(held_message(path))
+def _write(path, session):
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(session, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def held_message(path):
+def acquire(lock_dir, session):
+    """Take the VM's lock by writing the session; refuse if another run holds it."""
     try:
-        held = read(path)
+        _write(lock_path(lock_dir), session)
+    except FileExistsError:
+        raise LockError(held_message(lock_dir))
+
+
+def held_message(lock_dir):
+    path = lock_path(lock_dir)
+    try:
+        held = read(lock_dir)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.get("started", 0)))
         who = "session %s (%s, step %s) since %s" % (
             held.get("token"), held.get("dialect"), held.get("step"), since)
     except (OSError, ValueError) as e:
         who = "an unreadable session (%s)" % e
-    return ("another live upgrade of this VM is in progress: %s. If no run is active any more, check "
-            "the VM with cpr.qemu.qemu_cpr_info and remove %s" % (who, path))
+    return ("another live upgrade of this VM is in progress: %s. If no run is active any more, settle it "
+            "with cpr.qemu.qemu_cpr_recover (the lock is %s)" % (who, path))
 
 
-def read(path):
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def read(lock_dir):
+    fd = os.open(lock_path(lock_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd) as f:
         return json.load(f)
 
 
-def update(state_dir_host, session):
-    """Rewrite the lock's session (atomically, no symlinks followed)."""
-    path = lock_path(state_dir_host)
-    tmp = path + ".new"
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(session, f)
-    os.rename(tmp, path)
-
-
-def release(state_dir_host):
+def update(lock_dir, session):
+    """Rewrite the lock's session atomically (and durably: a crash leaves the old or the new one)."""
+    tmp = lock_path(lock_dir) + ".new"
     try:
-        os.unlink(lock_path(state_dir_host))
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    _write(tmp, session)
+    os.rename(tmp, lock_path(lock_dir))
+
+
+def release(lock_dir):
+    try:
+        os.unlink(lock_path(lock_dir))
     except FileNotFoundError:
         pass
 
 
-def load(given):
+def load(given, base=state.LOCK_BASE):
     """The locked session that ``given`` (a session returned by an earlier module) refers to."""
-    for key in ("token", "state_dir_host"):
+    for key in ("token", "key"):
         if not given.get(key):
             raise LockError("the session has no %s: pass the session a previous cpr.qemu module returned" % key)
-    path = lock_path(given["state_dir_host"])
     try:
-        held = read(path)
+        lock_dir = state.lock_dir(given["key"], base)
+        held = read(lock_dir)
+    except state.StateError as e:
+        raise LockError(str(e))
     except FileNotFoundError:
-        raise LockError("no live upgrade of this VM is in progress (no %s): run qemu_cprsave first" % path)
+        raise LockError("no live upgrade of this VM is in progress (no %s): run qemu_cprsave first"
+                        % lock_path(state.lock_dir(given["key"], base)))
     if held.get("token") != given["token"]:
         raise LockError("the session given (%s) is not the one in progress for this VM (%s)"
                         % (given["token"], held.get("token")))

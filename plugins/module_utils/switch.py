@@ -32,6 +32,11 @@ class SwitchFailed(Exception):
         self.recovered = recovered
 
 
+def ignore(**fields):
+    """A dialect's ``record`` where nothing is kept (tests that drive a dialect directly)."""
+    del fields
+
+
 def starttime(pid):
     """Start time of a process in clock ticks, or None if it does not exist (or is a zombie)."""
     try:
@@ -128,10 +133,12 @@ def same_process(pid, start, lost):
     return check
 
 
-def resume_new(conn, runstate_before, deadline):
+def resume_new(conn, runstate_before, deadline, progress=None):
     """Wait until the new QEMU has loaded the guest (paused, by -S), then resume it if it ran before.
 
-    Returns QEMU's RESUME event (None if the guest stays paused).
+    Returns QEMU's RESUME event (None if the guest stays paused).  ``progress``
+    (a dict) gets ``cont_sent`` once cont is on its way: from then on the new
+    QEMU may run the guest, and the old one must never be resumed.
     """
     while True:
         status = conn.execute("query-status")["status"]
@@ -147,6 +154,8 @@ def resume_new(conn, runstate_before, deadline):
         raise QMPError("migration", "the new QEMU reports incoming migration '%s', not completed" % migrated)
     if runstate_before != "running":
         return None
+    if progress is not None:
+        progress["cont_sent"] = True
     conn.execute("cont")
     resume = conn.wait_event("RESUME", max(1.0, deadline - time.monotonic()))
     if resume is None:

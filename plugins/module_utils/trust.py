@@ -125,23 +125,28 @@ def _same_file(path, st):
 
 
 def _executable_root(base, pid, proc, path, st):
-    """Where the path /proc/PID/exe reads as is to be looked up from here.
+    """Where, and as which path, the path /proc/PID/exe reads as is to be judged from here.
 
     The kernel writes that path from the reader's root when the file is
     reachable there (a process in our mount namespace, also one that chrooted
     itself, as QEMU's -chroot does), else from the root of the process's own
-    mount namespace, which can only be reached while it is the process's root.
-    Mount namespaces of our user namespace were made by root; one made in a
-    user namespace of its own may mount anything anywhere.
+    mount namespace, which can only be reached while it is the process's root;
+    a file reachable only through a mount of a chrooted process's namespace
+    reads as the process's root followed by the path inside it.  Mount
+    namespaces of our user namespace were made by root; one made in a user
+    namespace of its own may mount anything anywhere.
     """
     if not _same_namespace("user", base, proc):
         raise UntrustedError("process %d runs in a user namespace of its own: its mounts are not root's alone"
                              % pid)
     if _same_namespace("mnt", base, proc) or _same_file(path, st):
-        return "/", os.stat("/")
+        return "/", os.stat("/"), path
     root = base + "/root"
-    if os.readlink(root) == "/" or _same_file(root + path, st):
-        return root, os.stat(root)
+    own_root = os.readlink(root).rstrip("/")
+    inside = path[len(own_root):] if own_root and path.startswith(own_root + "/") else path
+    for candidate in (path, inside):
+        if not own_root or _same_file(root + candidate, st):
+            return root, os.stat(root), candidate
     raise UntrustedError("process %d is chrooted in a mount namespace of its own and its executable %s is "
                          "not found at that path: its directories cannot be seen" % (pid, path))
 
@@ -161,10 +166,10 @@ def check_process_executable(pid, proc="/proc"):
     if path.endswith(_DELETED):
         path = path[:-len(_DELETED)]
     judge(st, "%s (the executable of process %d)" % (path, pid))
-    root, root_st = _executable_root(base, pid, proc, path, st)
+    root, root_st, judged = _executable_root(base, pid, proc, path, st)
     try:
         # The trailing "." makes resolving fail unless the last component is a directory.
-        _resolve(root, root_st, os.path.dirname(path) + "/.")
+        _resolve(root, root_st, os.path.dirname(judged) + "/.")
     except OSError as e:
         raise UntrustedError("the directory of %s (the executable of process %d) cannot be judged: %s"
                              % (path, pid, e.strerror))

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, live_update, process, qemu_binary, readiness, session as sessions, validation,
+    cpr_exec, cpr_transfer, live_update, process, qemu_binary, readiness, session as sessions, state, validation,
     vm_facts)
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
@@ -99,6 +99,8 @@ def _probe(path, root, facts, label):
 
 def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
+    if dialect == cpr_transfer.MODE:
+        problems += cpr_transfer.identity_problems({"pid": facts["pid"], "old_argv": process.read_argv(facts["pid"])})
     if dialect == live_update.MODE:
         proto = live_update.protocol(facts)[0]
         problems += validation.check_live_update_fds(facts["pid"], argv, [c["label"] for c in facts["chardevs"]],
@@ -134,38 +136,45 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         new_argv = validation.derive_argv(argv, new_binary, facts["machine"]["type"])
         _check_new_argv(new_argv, facts, qmp_as_given, chosen, label)
 
-        state_dir = state_dir or validation.state_dir_for(qmp_as_given)
-        state_dir_host = process.host_path(pid, state_dir)
-        uid = os.stat("/proc/%d" % pid).st_uid
+        work_dir = state_dir or state.work_dir_for(qmp_as_given)
+        uid, gid, _groups = process.credentials(pid)
+        key = state.vm_key(os.readlink("/proc/%d/root" % pid), qmp_as_given, os.readlink("/proc/%d/cwd" % pid))
         s = dict(base, token=sessions.new_token(), started=time.time(), step="saved",
-                 qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid,
+                 qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid, gid=gid,
                  runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
                  new_root=root, new_binary_file_id=target["file_id"], machine_type=facts["machine"]["type"],
-                 new_argv=new_argv, state_dir=state_dir, state_dir_host=state_dir_host,
+                 new_argv=new_argv, key=key, lock_dir=state.lock_dir(key), work_dir=work_dir,
                  protocol=live_update.protocol(facts)[0] if chosen == live_update.MODE else None,
-                 state_file=os.path.join(state_dir, "state"),
-                 main_socket=os.path.join(state_dir, "main.sock"),
-                 cpr_socket=os.path.join(state_dir, "cpr.sock"),
+                 state_file=os.path.join(work_dir, "state"),
+                 main_socket=os.path.join(work_dir, "main.sock"),
+                 cpr_socket=os.path.join(work_dir, "cpr.sock"),
                  launcher=list(launcher) if launcher else (
                      ["chroot", new_root] if new_root and new_root != "/" else []))
         if check_mode:
-            if not os.path.isdir(state_dir_host) and not os.path.isdir(os.path.dirname(state_dir_host)):
-                raise UpgradeError("%s: the parent of state directory %s does not exist" % (label, state_dir))
+            try:
+                os.close(state.open_dir(qemu_base(pid, work_dir), os.path.dirname(work_dir), (uid,)))
+            except state.StateError as e:
+                raise UpgradeError("%s: the work directory %s cannot be made: %s" % (label, work_dir, e))
             return True, s, "%s would be upgraded from QEMU %s to %s by %s" % (
                 label, facts["version"], target["version"], chosen)
         try:
-            validation.ensure_private_dir(state_dir_host, uid)
-            sessions.acquire(state_dir_host, s)
-        except (validation.ValidationError, sessions.LockError) as e:
+            sessions.acquire(state.lock_dir(key, create=True), s)
+        except (state.StateError, sessions.LockError) as e:
             raise UpgradeError("%s: %s" % (label, e))
         try:
+            os.close(state.open_work_dir(qemu_base(pid, work_dir), work_dir, uid, gid, create=True))
             DIALECTS[chosen].arm(conn, s)
-        except QMPError as e:
-            sessions.release(state_dir_host)
-            raise UpgradeError("%s: arming QEMU for %s failed: %s" % (label, chosen, e))
+        except (state.StateError, QMPError) as e:
+            sessions.release(s["lock_dir"])
+            raise UpgradeError("%s: preparing %s failed: %s" % (label, chosen, e))
         return True, s, "%s is checked, locked and armed for %s to QEMU %s" % (label, chosen, target["version"])
     finally:
         conn.close()
+
+
+def qemu_base(pid, path):
+    """Where root starts walking to a path as QEMU (PID) sees it: QEMU's root, or its cwd for a relative path."""
+    return ("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid
 
 
 def _locked(given):
@@ -193,16 +202,21 @@ def _recheck(conn, s, argv, label):
     if changed_argv or not dialect.is_armed(conn, s):
         dialect.arm(conn, s)
     if s["dialect"] in EXEC_DIALECTS:
-        validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
+        fd = state.open_work_dir(qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
+        try:
+            state.create_file(fd, os.path.basename(s["state_file"]), s["uid"], s["gid"])
+        finally:
+            os.close(fd)
 
 
 def _abandon(conn, s):
-    """Leave the VM as it was before qemu_cprsave: QEMU disarmed, lock released."""
+    """Leave the VM as it was before qemu_cprsave: QEMU disarmed, nothing of the switch left, lock released."""
     try:
         DIALECTS[s["dialect"]].disarm(conn)
     except QMPError:
         pass
-    sessions.release(s["state_dir_host"])
+    state.remove_work_dir(qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"])
+    sessions.release(s["lock_dir"])
 
 
 def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False):
@@ -219,49 +233,52 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
     if s["step"] != "saved":
         raise UpgradeError("%s: this session is at step '%s', not 'saved'" % (label, s["step"]))
     if not common.alive(s["pid"], s["pid_starttime"]):
-        sessions.release(s["state_dir_host"])
+        sessions.release(s["lock_dir"])
         raise UpgradeError("%s: QEMU PID %d exited since qemu_cprsave; nothing was changed" % (label, s["pid"]))
 
     try:
         conn = _connect(s["qmp_socket_host"], timeout, label)
     except UpgradeError as e:
-        sessions.release(s["state_dir_host"])
+        sessions.release(s["lock_dir"])
         raise UpgradeError("%s; the guest was not touched and the lock is released" % e.message, **e.details)
     try:
         try:
             _recheck(conn, s, argv, label)
-        except (UpgradeError, validation.ValidationError, QMPError) as e:
+        except (UpgradeError, validation.ValidationError, state.StateError, QMPError) as e:
             _abandon(conn, s)
             raise UpgradeError("%s; the guest was not touched, QEMU is disarmed and the lock released"
                                % (e.message if isinstance(e, UpgradeError) else "%s: %s" % (label, e)))
         s["step"] = "switching"
-        sessions.update(s["state_dir_host"], s)
+        sessions.update(s["lock_dir"], s)
+
+        def record(**fields):
+            s.update(fields)
+            sessions.update(s["lock_dir"], s)
         try:
-            outcome = dialect.switch(conn, s, switch_timeout, timeout)
+            outcome = dialect.switch(conn, s, switch_timeout, timeout, record)
         except common.SwitchFailed as e:
             if e.recovered:
                 _abandon(conn, s)
             else:
                 s.update(step="failed", failure=e.message)
-                sessions.update(s["state_dir_host"], s)
+                sessions.update(s["lock_dir"], s)
             raise UpgradeError(e.message, guest=e.guest, recovered=e.recovered)
         except (validation.ValidationError, QMPError, OSError) as e:
             s.update(step="failed", failure=str(e))
-            sessions.update(s["state_dir_host"], s)
+            sessions.update(s["lock_dir"], s)
             raise UpgradeError("%s: the switch failed unexpectedly: %s. Check the VM with "
-                               "cpr.qemu.qemu_cpr_info; the lock %s is kept" % (label, e, sessions.lock_path(s["state_dir_host"])))
+                               "cpr.qemu.qemu_cpr_info; the lock %s is kept" % (label, e, sessions.lock_path(s["lock_dir"])))
     finally:
         conn.close()
 
     stop, resume = outcome["stop"], outcome["resume"]
     new_pid = outcome["new_pid"]
     # Paths reached through the old QEMU's /proc entry die with it (cpr-transfer).
-    s.update(state_dir_host=process.host_path(new_pid, s["state_dir"]),
-             qmp_socket_host=process.host_path(new_pid, s["qmp_socket"]))
+    s.update(qmp_socket_host=process.host_path(new_pid, s["qmp_socket"]))
     s.update(step="switched", new_pid=new_pid, new_pid_starttime=outcome["new_pid_starttime"],
              stop_time=event_time(stop) if stop else None, resume_time=event_time(resume) if resume else None,
              pause_ms=common.pause_ms(stop, resume))
-    sessions.update(s["state_dir_host"], s)
+    sessions.update(s["lock_dir"], s)
     return True, s, "%s switched to QEMU %s (PID %d) by %s%s" % (
         label, s["new_version"], s["new_pid"], s["dialect"],
         ", guest paused %.1f ms" % s["pause_ms"] if s["pause_ms"] is not None else ", guest stays paused")
@@ -333,7 +350,7 @@ def verify(given, timeout=5.0, check_mode=False):
             problems.append("the guest is %s, it was %s before the upgrade" % (runstate, s["runstate_before"]))
         if problems:
             raise UpgradeError("%s: the upgrade is not verified: %s. The lock %s is kept until this is resolved"
-                               % (label, "; ".join(problems), sessions.lock_path(s["state_dir_host"])))
+                               % (label, "; ".join(problems), sessions.lock_path(s["lock_dir"])))
     except QMPError as e:
         raise UpgradeError("%s: %s" % (label, e))
     finally:
@@ -342,11 +359,10 @@ def verify(given, timeout=5.0, check_mode=False):
               "old_pid": s["pid"], "new_pid": new_pid, "pause_ms": s["pause_ms"], "runstate": runstate,
               "new_binary": s["new_binary"]}
     if not check_mode:
-        # The device state file has served; the new QEMU's log stays (it still writes to it).
-        state_file = os.path.join(s["state_dir_host"], os.path.basename(s["state_file"]))
-        if os.path.lexists(state_file):
-            os.unlink(state_file)
-        sessions.release(s["state_dir_host"])
+        # The device state file has served; the new QEMU's log stays in the lock directory (it still
+        # writes to it).
+        state.remove_work_dir(qemu_base(new_pid, s["work_dir"]), s["work_dir"], s["uid"])
+        sessions.release(s["lock_dir"])
         changed = True
     return changed, result, "%s runs QEMU %s (PID %d), %s; guest paused %s" % (
         label, s["new_version"], new_pid, runstate,

@@ -2,7 +2,7 @@
 # Copyright (c) 2026 cpr.qemu contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Validation of what a live upgrade hands to the new QEMU: its argv and its state directory.
+"""Validation of what a live upgrade hands to the new QEMU: its argv, and (live-update) its fds and environment.
 
 Everything here runs before the guest is paused.  A new QEMU that cannot take
 the guest over either loses it (cpr-exec) or forces a rollback (cpr-transfer),
@@ -12,10 +12,8 @@ so each rule below is one of the ways that happens on real QEMU.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import errno
 import os
 import re
-import stat
 
 from ansible_collections.cpr.qemu.plugins.module_utils import process
 
@@ -27,8 +25,6 @@ OWNED_OPTIONS = {
     "daemonize": "-daemonize would fork the new QEMU away from the PID the modules track",
 }
 
-STATE_DIR_NAME = "cpr-state"
-MIN_FREE_BYTES = 16 * 1024 * 1024
 
 _SIZE = re.compile(r"^(\d+)([kKmMgGtT]?)[bB]?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -163,71 +159,6 @@ def _memory_problems(parsed, old, backends):
             problems.append("memory backend '%s' has size %s in the new argv, %d bytes in the VM"
                             % (mem["id"], obj.get("size"), mem["size"]))
     return problems
-
-
-def state_dir_for(qmp_socket):
-    """The default state directory (as QEMU sees it): beside the VM's QMP socket.
-
-    Both the old and the new QEMU must reach the QMP socket's directory at the
-    same path anyway, which is what the cpr-transfer sockets and the cpr-exec
-    state file need too.
-    """
-    return os.path.join(os.path.dirname(qmp_socket), STATE_DIR_NAME)
-
-
-def ensure_private_dir(path, uid):
-    """Create ``path`` (mode 0700, owner ``uid``) or check that it is such a directory.
-
-    Refuses a symlink, another owner, and any group or world access: what QEMU
-    reads from here decides what the new QEMU becomes.
-    """
-    try:
-        os.mkdir(path, 0o700)
-        os.chown(path, uid, -1)
-    except OSError as e:
-        if e.errno != errno.EEXIST:
-            raise ValidationError("cannot create state directory %s: %s" % (path, e.strerror))
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise ValidationError("state directory %s is not a directory (a symlink?)" % path)
-    if st.st_uid not in (0, uid):
-        raise ValidationError("state directory %s belongs to uid %d, not root or QEMU's uid %d"
-                              % (path, st.st_uid, uid))
-    if st.st_mode & 0o077:
-        raise ValidationError("state directory %s has mode %o: it must be 0700"
-                              % (path, stat.S_IMODE(st.st_mode)))
-    vfs = os.statvfs(path)
-    if vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES:
-        raise ValidationError("state directory %s has less than %d MiB free"
-                              % (path, MIN_FREE_BYTES >> 20))
-
-
-def create_private_file(path, uid):
-    """Create an empty file, mode 0600, owner ``uid``; an old one is replaced.  Never follows symlinks."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISREG(st.st_mode):
-            raise ValidationError("%s exists and is not a regular file" % path)
-        os.unlink(path)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchown(fd, uid, -1)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_socket(path):
-    """Remove a leftover UNIX socket file; refuse anything else at that path."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ValidationError("%s exists and is not a socket" % path)
-    os.unlink(path)
 
 
 # The live-update series (seed dialect) hands RAM to the new binary as memfds

@@ -11,7 +11,7 @@ one QMP socket and never raises for a VM it cannot reach: the report says why.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, readiness, trust
+from ansible_collections.cpr.qemu.plugins.module_utils import identity, process, readiness, trust
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
 
 _MACHINE_SUFFIX = "-machine"
@@ -87,6 +87,12 @@ def untrusted_reason(pid):
     return None
 
 
+def runs_as(pid):
+    """Who the VM's QEMU runs as: what a live upgrade must keep (its environment stays private)."""
+    ident = identity.capture(pid)
+    return dict((k, ident[k]) for k in ("uid", "gid", "groups", "umask", "cgroups", "lsm_label", "systemd_unit"))
+
+
 def gather(conn):
     """Facts about the VM behind an open QMPConnection (its peer PID is the QEMU process)."""
     pid = conn.pid
@@ -125,6 +131,7 @@ def gather(conn):
         "name": parsed["name"],
         "binary": process.binary_facts(pid),
         "untrusted": untrusted_reason(pid),
+        "runs_as": runs_as(pid),
         "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
         "package": version.get("package", "").strip(),
         "runstate": status["status"],

@@ -228,6 +228,35 @@ vms:
     cpr_exec_command:
       description: Whether QEMU has the C(cpr-exec-command) migration parameter.
       type: bool
+    runs_as:
+      description:
+        - Who the VM's QEMU runs as, which a live upgrade keeps (a cpr-transfer starts the new QEMU with the same
+          identity, or refuses before the pause).
+      type: dict
+      contains:
+        uid:
+          description: Effective user id.
+          type: int
+        gid:
+          description: Effective group id.
+          type: int
+        groups:
+          description: Supplementary groups.
+          type: list
+          elements: int
+        umask:
+          description: The process's umask (an integer; 18 is 0022).
+          type: int
+        cgroups:
+          description: Every cgroup it is in (C(hierarchy), C(controllers), C(path)), v1 and v2.
+          type: list
+          elements: dict
+        lsm_label:
+          description: Its LSM label, or null where it has none (or is unconfined).
+          type: str
+        systemd_unit:
+          description: The systemd service its cgroup names, or null.
+          type: str
     untrusted:
       description:
         - Why the collection will not act for this VM, or null. A QEMU process is trusted only if the executable

@@ -70,15 +70,19 @@ options:
     elements: str
   state_dir:
     description:
-      - Directory for the session lock, the cpr-exec state file and the cpr-transfer sockets, as the
-        QEMU processes see it. Created with mode 0700, owned by QEMU's user.
-      - Defaults to C(cpr-state) beside the VM's QMP socket, which both the old and the new QEMU reach
-        at the same path.
+      - The work directory, as the QEMU processes see it, for what QEMU itself must reach at the same path
+        before and after the switch - the cpr-exec and live-update state file, the cpr-transfer sockets.
+        Created with mode 0700 for QEMU's user and removed after the upgrade.
+      - Defaults to C(QMP_SOCKET.cpr) beside the VM's QMP socket, so that VMs whose sockets share one
+        directory each have their own.
+      - Root reaches it one directory at a time from QEMU's root, follows no symlink that anyone but root
+        could have made, and creates and removes entries there only through the directory's descriptor.
     type: path
 notes:
-  - The session lock is C(STATE_DIR/session.json). While it exists no other run can upgrade the VM;
-    M(cpr.qemu.qemu_cprload) releases it, and so does a failed switch that left the guest on the old
-    QEMU.
+  - The session lock is C(/run/cpr-qemu/NAME-KEY/session.json), in a directory only root may use, one per
+    VM (keyed by its QMP socket as QEMU was given it and the root QEMU runs in). While it exists no other
+    run can upgrade the VM; M(cpr.qemu.qemu_cprload) releases it, and so does a failed switch that left the
+    guest on the old QEMU.
 seealso:
   - module: cpr.qemu.qemu_cprexec
   - module: cpr.qemu.qemu_cprload
@@ -142,8 +146,11 @@ session:
       description: The new QEMU's argv, without the C(-S) and C(-incoming) the modules add.
       type: list
       elements: str
-    state_dir:
-      description: The state directory, as QEMU sees it.
+    key:
+      description: Names the VM's state (its lock directory C(/run/cpr-qemu/KEY)).
+      type: str
+    work_dir:
+      description: The work directory, as QEMU sees it.
       type: str
     noop:
       description: True when the VM already runs O(new_binary); the next steps then do nothing.

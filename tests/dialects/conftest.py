@@ -5,7 +5,10 @@ reaching (a binary that vanishes between the check and the exec, a new QEMU
 that dies), to prove what the switch does after the guest is paused.
 Run by scripts/test.sh (stage "dialects") with the collection on PYTHONPATH.
 """
+import glob
+import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lab"))
 
 import vmlab  # noqa: E402
+from ansible_collections.cpr.qemu.plugins.module_utils import state  # noqa: E402
 
 
 @pytest.fixture
@@ -29,3 +33,31 @@ def lab_vm(request):
     yield start
     for vm in started:
         vm.stop()
+        for lock_dir in lock_dirs(vm):
+            shutil.rmtree(lock_dir)
+
+
+def lock_dirs(vm):
+    """The VM's root-only state directories in /run/cpr-qemu (state.vm_key of its QMP socket)."""
+    found = []
+    for root in set(["/", vmlab.ROOT]):
+        key = state.vm_key(root, vm.qmp_socket)
+        if os.path.isdir(os.path.join(state.LOCK_BASE, key)):
+            found.append(os.path.join(state.LOCK_BASE, key))
+    return found
+
+
+def switch_state(vm):
+    """What a live upgrade left for this VM: its session locks (in /run/cpr-qemu) and its work directory
+    beside the QMP socket (with what is in it).  Both empty once an upgrade is over, whatever its end."""
+    locks = []
+    for lock in glob.glob("/run/cpr-qemu/*/session.json"):
+        with open(lock) as f:
+            if json.load(f).get("qmp_socket") == vm.qmp_socket:
+                locks.append(lock)
+    work = vm.qmp_socket + ".cpr"
+    return {"locks": locks, "work_dir": sorted(os.listdir(work)) if os.path.isdir(work) else None,
+            "backup_socket": os.path.lexists(vm.qmp_socket + ".cpr-old")}
+
+
+NO_STATE = {"locks": [], "work_dir": None, "backup_socket": False}

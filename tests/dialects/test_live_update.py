@@ -12,6 +12,7 @@ import time
 import pytest
 
 import vmlab
+from conftest import NO_STATE, switch_state
 from ansible_collections.cpr.qemu.plugins.module_utils import live_update, session as sessions, upgrade
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection
@@ -210,6 +211,7 @@ def test_two_upgrades_in_a_row_keep_the_guest_in_memfd_ram(lab_vm, series):
     after = vm.wait_ticks(6)
     assert after.problems() == [] and len(after.boots) == 1
     assert after.fill_sum == before.fill_sum and len(after.sums) > len(before.sums)
+    assert switch_state(vm) == NO_STATE
 
 
 def _refused_before_pause(vm, message, binary=vmlab.SIM_BIN, **kw):
@@ -217,8 +219,7 @@ def _refused_before_pause(vm, message, binary=vmlab.SIM_BIN, **kw):
         upgrade.prepare(vm.qmp_socket, binary, **kw)
     assert message in e.value.message, e.value.message
     assert vm.qmp("query-status")["status"] in ("running", "paused")
-    assert not os.path.exists(vm.run_dir + "/cpr-state/session.json")
-    assert not os.path.exists(vm.run_dir + "/cpr-state/state")
+    assert switch_state(vm) == NO_STATE
     return e.value.message
 
 

@@ -8,8 +8,9 @@ import time
 import pytest
 
 import vmlab
+from conftest import switch_state
 from ansible_collections.cpr.qemu.plugins.module_utils import cpr_exec, cpr_transfer, upgrade, validation
-from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions
+from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions, state
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection
 
@@ -61,7 +62,9 @@ def _switch(dialect, vm, s, timeout=20):
     with QMPConnection(vm.qmp_socket) as conn:
         dialect.arm(conn, s)
         if dialect is cpr_exec:
-            validation.create_private_file(process.host_path(s["pid"], s["state_file"]), s["uid"])
+            fd = state.open_work_dir(upgrade.qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
+            state.create_file(fd, "state", s["uid"], s["gid"])
+            os.close(fd)
         return dialect.switch(conn, s, timeout, 5.0)
 
 
@@ -94,7 +97,7 @@ def test_new_qemu_dying_in_load_resumes_the_old_one(lab_vm):
     assert "rolled back" in e.value.message
     _assert_stopped_once_and_resumed(vm)
     _assert_alive_on_old(vm, s)
-    assert not os.path.exists(vm.qmp_socket + cpr_transfer.OLD_SOCKET_SUFFIX)
+    assert switch_state(vm)["backup_socket"] is False and switch_state(vm)["work_dir"] == []
 
 
 def test_new_qemu_with_other_ram_is_rolled_back(lab_vm):
@@ -108,6 +111,7 @@ def test_new_qemu_with_other_ram_is_rolled_back(lab_vm):
     assert "Unknown ramblock" in e.value.message or "exited" in e.value.message
     _assert_never_left_stopped(vm)
     _assert_alive_on_old(vm, s)
+    assert switch_state(vm)["backup_socket"] is False and switch_state(vm)["work_dir"] == []
 
 
 def _kill_when_listening(path, pid_holder):
@@ -143,6 +147,7 @@ def test_new_qemu_killed_during_the_transfer_resumes_the_old_one(lab_vm):
     assert e.value.recovered, e.value.message
     assert not common.alive(killed[0], common.starttime(killed[0]))
     _assert_alive_on_old(vm, s)
+    assert switch_state(vm)["backup_socket"] is False and switch_state(vm)["work_dir"] == []
 
 
 def test_guest_lost_is_reported_with_recovery_steps(lab_vm):

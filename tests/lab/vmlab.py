@@ -42,6 +42,9 @@ SIM_BIN = os.path.join(CACHE, "sim", "qemu-system-x86_64")
 
 QEMUS = {"10.0": None, "11.1": ROOT, "sim": None}  # version series -> root (None: host)
 
+# The cgroup v1 pids hierarchy, where a VM with a cgroup of its own gets one.
+PIDS_CGROUP = "/sys/fs/cgroup/pids"
+
 
 def launcher():
     """The argv prefix that runs a command in the trixie root with the lab's paths.
@@ -94,6 +97,15 @@ class VMSpec:
     xen: bool = False
     no_shutdown: bool = False
     extra_args: tuple = ()
+    # Run QEMU as this uid/gid (no supplementary groups): the run directory and
+    # the serial log are then theirs.  drop_by "launch": the lab starts QEMU as
+    # that user (setpriv); "qemu": QEMU starts as root and drops privileges itself
+    # (-run-with user=UID:GID, which also sets the groups to [gid]).
+    uid: int = None
+    gid: int = None
+    drop_by: str = "launch"
+    # Start QEMU in a pids cgroup of its own (removed by stop()).
+    own_cgroup: bool = False
 
     def __post_init__(self):
         if self.qemu not in QEMUS:
@@ -102,6 +114,10 @@ class VMSpec:
             raise LabError("unknown RAM kind %r" % self.ram)
         if not re.match(r"^[A-Za-z0-9_.-]+$", self.name):
             raise LabError("VM name %r must be letters, digits, '.', '_' or '-'" % self.name)
+        if (self.uid is None) != (self.gid is None):
+            raise LabError("give both uid and gid, or neither")
+        if self.drop_by not in ("launch", "qemu"):
+            raise LabError("drop_by is 'launch' or 'qemu', not %r" % self.drop_by)
 
 
 def _starttime(pid):
@@ -141,6 +157,14 @@ class LabVM:
         self.starttime = record["starttime"] if record else None
         self.argv = record["argv"] if record else None
         self._proc = None
+
+    @property
+    def cgroup(self):
+        """The VM's own pids cgroup directory (named after the run and the VM), or None."""
+        if not self.spec.own_cgroup:
+            return None
+        run = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(RUN_BASE))
+        return os.path.join(PIDS_CGROUP, "cpr-qemu-lab.%s.%s" % (run, self.spec.name))
 
     @property
     def binary(self):
@@ -207,7 +231,34 @@ class LabVM:
             args += ["-sandbox", "on,spawn=deny"]
         if s.paused:
             args.append("-S")
+        if s.uid is not None and s.drop_by == "qemu":
+            args += ["-run-with", "user=%d:%d" % (s.uid, s.gid)]
         return args + list(s.extra_args)
+
+    def _command(self):
+        """The command that starts QEMU: in its cgroup, in its root, as its user; every step execs."""
+        s, cmd = self.spec, list(self.argv)
+        if s.uid is not None and s.drop_by == "launch":
+            cmd = ["setpriv", "--reuid=%d" % s.uid, "--regid=%d" % s.gid, "--clear-groups", "--"] + cmd
+        if self.root is not None:
+            cmd = launcher() + cmd
+        if self.cgroup:
+            cmd = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', os.path.join(self.cgroup, "cgroup.procs")] + cmd
+        return cmd
+
+    def _prepare_run_dir(self):
+        """Make the run directory (and the cgroup) QEMU needs, owned by QEMU's user."""
+        os.makedirs(self.run_dir, mode=0o700)
+        s = self.spec
+        if s.uid is not None:
+            # QEMU (or its successor) creates sockets here as that user, and the
+            # successor reopens the serial log as that user.
+            os.chown(self.run_dir, s.uid, s.gid)
+            with open(self.serial_log, "a"):
+                pass
+            os.chown(self.serial_log, s.uid, s.gid)
+        if self.cgroup:
+            os.makedirs(self.cgroup, exist_ok=True)
 
     def start(self, timeout=30):
         """Start QEMU detached (it outlives this process) and wait for its QMP socket."""
@@ -216,14 +267,15 @@ class LabVM:
             if old.running():
                 raise LabError("lab VM %s already runs as PID %d" % (self.spec.name, old.pid))
             shutil.rmtree(self.run_dir)
-        os.makedirs(self.run_dir, mode=0o700)
+        self._prepare_run_dir()
         if self.spec.binary_copy:
             shutil.copy2(self._source_binary(), os.path.join(self.run_dir, "qemu-system-x86_64"))
         self.argv = [self.binary] + self.qemu_args()
-        cmd = self.argv if self.root is None else launcher() + self.argv
+        # QEMU works in its run directory: a cpr-transfer successor is started in the
+        # old QEMU's working directory, which must exist in the 11.1 root too.
         with open(self.stderr_log, "ab") as err:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                self._command(), stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.run_dir,
                 start_new_session=True, close_fds=True)
         self.pid = self._proc.pid
         self.starttime = _starttime(self.pid)
@@ -305,11 +357,24 @@ class LabVM:
                 found.append((int(entry), _starttime(int(entry))))
         return found
 
+    def cgroup_members(self):
+        """Processes in the VM's own cgroup: only the lab put any there (QEMU and its successors)."""
+        if not self.cgroup:
+            return []
+        try:
+            with open(os.path.join(self.cgroup, "cgroup.procs")) as f:
+                pids = [int(line) for line in f if line.strip()]
+        except OSError:
+            return []
+        return [(pid, _starttime(pid)) for pid in pids]
+
     def stop(self, timeout=10):
-        """Kill the recorded QEMU and its successors (only processes still the ones seen) and clean up."""
-        victims = self.successors()
+        """Kill the recorded QEMU, its successors and whatever is in its cgroup (only processes
+        still the ones seen), and clean up: run directory and cgroup."""
+        victims = self.successors() + self.cgroup_members()
         if self.running():
             victims.append((self.pid, self.starttime))
+        victims = list(set(victims))
         for pid, start in victims:
             if _alive(pid, start):
                 os.kill(pid, signal.SIGTERM)
@@ -325,6 +390,24 @@ class LabVM:
             time.sleep(0.02)
         self._reap()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._remove_cgroup()
+
+    def _remove_cgroup(self, timeout=10):
+        """Remove the VM's cgroup once the kernel has let go of its last process."""
+        if not self.cgroup or not os.path.isdir(self.cgroup):
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.rmdir(self.cgroup)
+                return
+            except OSError as e:
+                for pid, start in self.cgroup_members():
+                    if _alive(pid, start):
+                        os.kill(pid, signal.SIGKILL)
+                if time.monotonic() > deadline:
+                    raise LabError("cannot remove cgroup %s: %s" % (self.cgroup, e))
+                time.sleep(0.05)
 
     def _reap(self):
         if self._proc is not None:
@@ -367,7 +450,7 @@ class LabVM:
         return {"name": self.spec.name, "pid": self.pid, "qemu": self.spec.qemu,
                 "qmp_socket": self.qmp_socket, "serial_log": self.serial_log,
                 "run_dir": self.run_dir, "binary": self.binary, "root": self.root or "/",
-                "argv": self.argv}
+                "argv": self.argv, "cgroup": self.cgroup}
 
 
 @dataclasses.dataclass
@@ -537,6 +620,11 @@ def _main(argv=None):
     s.add_argument("--paused", action="store_true")
     s.add_argument("--binary-copy", action="store_true")
     s.add_argument("--fill-mb", type=int, default=8)
+    s.add_argument("--uid", type=int, help="run QEMU as this uid (with --gid)")
+    s.add_argument("--gid", type=int)
+    s.add_argument("--drop-by", default="launch", choices=["launch", "qemu"],
+                   help="who drops to --uid/--gid: the lab (setpriv) or QEMU (-run-with user=)")
+    s.add_argument("--own-cgroup", action="store_true", help="start QEMU in a pids cgroup of its own")
     s.add_argument("--arg", dest="extra_args", action="append", default=[],
                    help="one more QEMU argument (repeat for several)")
     s.add_argument("--event-monitor", action="store_true",
@@ -562,7 +650,8 @@ def _main(argv=None):
                           sandbox_spawn_deny=a.sandbox_spawn_deny, paused=a.paused,
                           binary_copy=a.binary_copy, fill_mb=a.fill_mb,
                           event_monitor=a.event_monitor, series=a.series, memfd_alloc=a.memfd_alloc,
-                          xen=a.xen, extra_args=tuple(a.extra_args))).start()
+                          xen=a.xen, extra_args=tuple(a.extra_args), uid=a.uid, gid=a.gid,
+                          drop_by=a.drop_by, own_cgroup=a.own_cgroup)).start()
         if a.wait_ticks:
             vm.wait_ticks(a.wait_ticks)
         out = vm.info()

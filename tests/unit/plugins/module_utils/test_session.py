@@ -8,32 +8,56 @@ import stat
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import session
+from ansible_collections.cpr.qemu.plugins.module_utils import session, state
+
+KEY = "qmp.sock-0123456789abcdef"
 
 
-def _session(tmp_path, token="t1"):
-    return {"token": token, "state_dir_host": str(tmp_path), "dialect": "cpr-exec", "step": "saved",
+def _session(token="t1"):
+    return {"token": token, "key": KEY, "dialect": "cpr-exec", "step": "saved",
             "started": 0, "new_argv": ["q", "-object", "secret,id=s,data=hunter2"]}
 
 
-def test_the_lock_is_exclusive_and_names_the_holder(tmp_path):
-    session.acquire(str(tmp_path), _session(tmp_path))
-    assert stat.S_IMODE(os.stat(session.lock_path(str(tmp_path))).st_mode) == 0o600
+@pytest.fixture
+def lock_dir(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir(mode=0o700)
+    return state.lock_dir(KEY, str(base), create=True)
+
+
+def test_the_lock_is_exclusive_and_names_the_holder(lock_dir):
+    session.acquire(lock_dir, _session())
+    assert stat.S_IMODE(os.stat(session.lock_path(lock_dir)).st_mode) == 0o600
     with pytest.raises(session.LockError, match="in progress: session t1 \\(cpr-exec, step saved\\)"):
-        session.acquire(str(tmp_path), _session(tmp_path, "t2"))
+        session.acquire(lock_dir, _session("t2"))
 
 
-def test_load_checks_the_token(tmp_path):
-    session.acquire(str(tmp_path), _session(tmp_path))
-    assert session.load(_session(tmp_path))["new_argv"][-1].endswith("hunter2")
+def test_load_checks_the_token(lock_dir):
+    base = os.path.dirname(lock_dir)
+    session.acquire(lock_dir, _session())
+    assert session.load(_session(), base)["new_argv"][-1].endswith("hunter2")
     with pytest.raises(session.LockError, match="not the one in progress"):
-        session.load(_session(tmp_path, "other"))
-    session.release(str(tmp_path))
+        session.load(_session("other"), base)
+    session.release(lock_dir)
     with pytest.raises(session.LockError, match="run qemu_cprsave first"):
-        session.load(_session(tmp_path))
+        session.load(_session(), base)
 
 
-def test_public_masks_secrets(tmp_path):
-    out = session.public(_session(tmp_path))
+def test_load_refuses_a_key_that_is_a_path(lock_dir):
+    with pytest.raises(session.LockError, match="is not the key of a VM's state"):
+        session.load(dict(_session(), key="../../etc-0123456789abcdef"), os.path.dirname(lock_dir))
+
+
+def test_update_replaces_a_planted_temporary_file(lock_dir):
+    session.acquire(lock_dir, _session())
+    with open(session.lock_path(lock_dir) + ".new", "w") as f:
+        f.write("planted")
+    session.update(lock_dir, dict(_session(), step="switching"))
+    assert session.read(lock_dir)["step"] == "switching"
+    assert not os.path.exists(session.lock_path(lock_dir) + ".new")
+
+
+def test_public_masks_secrets():
+    out = session.public(_session())
     assert "hunter2" not in str(out)
-    assert _session(tmp_path)["new_argv"][-1].endswith("hunter2")
+    assert _session()["new_argv"][-1].endswith("hunter2")

@@ -4,7 +4,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import stat
 
 import pytest
 import yaml
@@ -54,46 +53,3 @@ def test_pin_machine(argv, pinned):
                                         ("2k", 2048), ("1.5G", None), ("", None)])
 def test_parse_size(text, size):
     assert validation.parse_size(text) == size
-
-
-def test_private_dir_is_created_0700_and_checked(tmp_path):
-    d = str(tmp_path / "state")
-    validation.ensure_private_dir(d, os.getuid())
-    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
-    validation.ensure_private_dir(d, os.getuid())  # twice is fine
-    os.chmod(d, 0o755)
-    with pytest.raises(validation.ValidationError, match="mode 755"):
-        validation.ensure_private_dir(d, os.getuid())
-
-
-def test_private_dir_refuses_a_symlink(tmp_path):
-    target = tmp_path / "elsewhere"
-    target.mkdir(mode=0o700)
-    link = tmp_path / "state"
-    link.symlink_to(target)
-    with pytest.raises(validation.ValidationError, match="not a directory"):
-        validation.ensure_private_dir(str(link), os.getuid())
-
-
-def test_private_file_is_0600_and_never_follows_symlinks(tmp_path):
-    path = tmp_path / "state"
-    validation.create_private_file(str(path), os.getuid())
-    assert stat.S_IMODE(os.stat(str(path)).st_mode) == 0o600
-    path.write_text("old state")
-    validation.create_private_file(str(path), os.getuid())  # replaced, empty
-    assert path.read_text() == ""
-    path.unlink()
-    victim = tmp_path / "victim"
-    victim.write_text("keep")
-    path.symlink_to(victim)
-    with pytest.raises(validation.ValidationError, match="not a regular file"):
-        validation.create_private_file(str(path), os.getuid())
-    assert victim.read_text() == "keep"
-
-
-def test_remove_stale_socket_refuses_other_files(tmp_path):
-    path = tmp_path / "main.sock"
-    path.write_text("x")
-    with pytest.raises(validation.ValidationError, match="not a socket"):
-        validation.remove_stale_socket(str(path))
-    validation.remove_stale_socket(str(tmp_path / "absent.sock"))

@@ -1,0 +1,403 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Who a QEMU process runs as, and how to start its cpr-transfer successor as the same.
+
+The modules run as root; a VM's QEMU often does not.  The new QEMU of
+cpr-transfer must get exactly what the old one has: effective uid, gid and
+supplementary groups, working directory, environment, umask, every cgroup (v1
+and v2), no-new-privs.  What cannot be reproduced (an LSM label, capabilities
+other than a plain setuid gives, a systemd service whose main process QEMU is)
+is reported by ``problems`` so that the caller refuses before the pause.
+
+The new QEMU must be the PID the caller starts, and the modules start VMs from
+threads, so no ``preexec_fn``: the caller runs a small stage of its own Python
+(``sys.executable -I -c STAGE``) that joins the cgroups as root, sets umask and
+no-new-privs, and then:
+- without a launcher: chdir, setgroups, setresgid, setresuid, execve QEMU with
+  the VM's environment;
+- with a launcher (a command prefix that needs root: ``chroot``, ``unshare``,
+  ``nsenter``): exec the launcher with the module's environment (the VM's
+  ``LD_PRELOAD`` must never reach a root process) followed by coreutils
+  ``env -C CWD chroot --userspec=U:G --groups=... --skip-chdir / env -i -- K=V...
+  QEMU ARGV``, so the identity is dropped inside the launcher's root, just
+  before QEMU (coreutils is in every Debian root; ``env -C`` needs 8.28+).
+  That tail shows the VM's environment in ``env``'s command line (readable by
+  every local user) for the moment between ``chroot`` and QEMU's exec.
+Every step that fails ends the stage with status 126 and its reason on stderr:
+QEMU never runs with part of the identity.
+
+Paths: the working directory is kept as the old QEMU sees it (relative to its
+own root), like every path of its argv: a launcher must give QEMU the same view
+of it.  A cwd that cannot be named that way (deleted, or outside the process's
+root) is a problem, not a guess.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+
+# The environment variable that carries the stage's spec (environ is readable
+# by root and the process's owner only; a command line by everyone).
+SPEC_VAR = "CPR_QEMU_IDENTITY"
+# execve's limit on one environment string (MAX_ARG_STRLEN), with headroom.
+SPEC_MAX = 120000
+# QEMU options that drop privileges or chroot after start-up.  Tried on QEMU 10.0
+# and 11.1: a QEMU that already runs unprivileged dies on them ("Failed to
+# initgroups", "Failed to setgroups(1, ...)", "chroot failed").  -runas and
+# -chroot are gone since 10.0 ("invalid option"), but older QEMUs have them.
+PRIVILEGE_OPTIONS = ("runas", "chroot")
+PRIVILEGE_KEYS = ("user", "chroot")
+
+STAGE = r"""
+import ctypes, json, os, sys
+
+def fail(step, err):
+    sys.stderr.write("cpr.qemu identity launcher: %s: %s\n" % (step, err))
+    sys.stderr.flush()
+    os._exit(126)
+
+def step(name, fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:
+        fail(name, e)
+
+def join(path):
+    with open(path, "w") as f:
+        f.write("%d\n" % os.getpid())
+
+def no_new_privs():
+    if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+spec = json.loads(os.environ.pop(sys.argv[1]))
+for path in spec["cgroup_procs"]:
+    step("join cgroup %s" % path, join, path)
+step("umask", os.umask, spec["umask"])
+if spec["no_new_privs"]:
+    step("no_new_privs", no_new_privs)
+if spec["launcher"]:
+    step("exec %s" % spec["argv"][0], os.execvp, spec["argv"][0], spec["argv"])
+step("chdir %s" % spec["cwd"], os.chdir, spec["cwd"])
+step("setgroups", os.setgroups, spec["groups"])
+step("setresgid", os.setresgid, spec["gid"], spec["gid"], spec["gid"])
+step("setresuid", os.setresuid, spec["uid"], spec["uid"], spec["uid"])
+step("exec %s" % spec["argv"][0], os.execve, spec["argv"][0], spec["argv"], spec["env"])
+"""
+
+
+class IdentityError(Exception):
+    """The identity cannot be captured or a launch command cannot be built for it."""
+
+
+# ---------------------------------------------------------------- capture
+
+def _read(path, mode="r"):
+    with open(path, mode) as f:
+        return f.read()
+
+
+def _status(pid, proc):
+    """/proc/PID/status as {field: [words]}."""
+    fields = {}
+    for line in _read("%s/%d/status" % (proc, pid)).splitlines():
+        key, _sep, value = line.partition(":")
+        fields[key] = value.split()
+    return fields
+
+
+def _environ(pid, proc):
+    raw = _read("%s/%d/environ" % (proc, pid), "rb")
+    return [os.fsdecode(e) for e in raw.split(b"\0") if e]
+
+
+def _cgroups(pid, proc):
+    """Each hierarchy the process is in: 'ID:controllers:path' (v2 is '0::path')."""
+    found = []
+    for line in _read("%s/%d/cgroup" % (proc, pid)).splitlines():
+        hid, controllers, path = line.split(":", 2)
+        found.append({"hierarchy": int(hid), "controllers": [c for c in controllers.split(",") if c],
+                      "path": path})
+    return found
+
+
+def _lsm_label(pid, proc):
+    """The LSM's label of the process, None without one (no LSM: EINVAL) or when unconfined."""
+    try:
+        label = _read("%s/%d/attr/current" % (proc, pid), "rb")
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EOPNOTSUPP):
+            return None
+        raise
+    label = os.fsdecode(label).strip("\0\n ")
+    return None if label in ("", "unconfined") else label
+
+
+def _cwd(pid, proc, root):
+    """The working directory as the process names it (relative to its own root), or None
+    when that name does not lead to the same directory (deleted, outside its root)."""
+    seen = os.readlink("%s/%d/cwd" % (proc, pid))
+    if root != "/":
+        if seen != root and not seen.startswith(root.rstrip("/") + "/"):
+            return None
+        seen = seen[len(root.rstrip("/")):] or "/"
+    try:
+        here = os.stat("%s/%d/cwd" % (proc, pid))
+        named = os.stat("%s/%d/root%s" % (proc, pid, seen))
+    except OSError:
+        return None
+    return seen if (here.st_dev, here.st_ino) == (named.st_dev, named.st_ino) else None
+
+
+def service_of(cgroups):
+    """The systemd service whose cgroup (or a cgroup below it) holds the process, or None."""
+    for cg in cgroups:
+        if cg["controllers"] == ["name=systemd"] or (cg["hierarchy"] == 0 and not cg["controllers"]):
+            units = [part for part in cg["path"].split("/") if part.endswith(".service")]
+            if units:
+                return units[-1]
+    return None
+
+
+def unit_main_pid(unit):
+    """The unit's MainPID as systemd says, or None when systemd cannot be asked."""
+    systemctl = shutil.which("systemctl")
+    if not systemctl:
+        return None
+    try:
+        out = subprocess.run([systemctl, "show", "-p", "MainPID", "--value", unit], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = out.stdout.decode(errors="replace").strip()
+    return int(value) if out.returncode == 0 and value.isdigit() else None
+
+
+def capture(pid, proc="/proc"):
+    """Everything the new QEMU must share with process pid, as a JSON-able dict."""
+    status = _status(pid, proc)
+    root = os.readlink("%s/%d/root" % (proc, pid))
+    cgroups = _cgroups(pid, proc)
+    unit = service_of(cgroups)
+    return {
+        "pid": pid,
+        "uid": int(status["Uid"][1]),
+        "gid": int(status["Gid"][1]),
+        "groups": [int(g) for g in status.get("Groups", [])],
+        "umask": int(status["Umask"][0], 8),
+        "no_new_privs": status.get("NoNewPrivs", ["0"])[0] == "1",
+        # Capability sets as hex strings, the way /proc shows them.
+        "caps": {k: status.get(k, ["0"])[0] for k in ("CapPrm", "CapEff", "CapAmb")},
+        "root": root,
+        "cwd": _cwd(pid, proc, root),
+        "cwd_seen": os.readlink("%s/%d/cwd" % (proc, pid)),
+        "environ": _environ(pid, proc),
+        "cgroups": cgroups,
+        "lsm_label": _lsm_label(pid, proc),
+        "systemd_unit": unit,
+        "systemd_main_pid": unit_main_pid(unit) if unit else None,
+    }
+
+
+# ---------------------------------------------------------------- what cannot be reproduced
+
+def _mounts(mountinfo="/proc/self/mountinfo"):
+    """Every cgroup mount here: (fstype, super options, mount root, mount point)."""
+    found = []
+    for line in _read(mountinfo).splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+        if fstype in ("cgroup", "cgroup2"):
+            unescape = _unescape_mountinfo
+            found.append((fstype, options, unescape(fields[3]), unescape(fields[4])))
+    return found
+
+
+def _unescape_mountinfo(text):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def cgroup_dir(cg, mounts):
+    """The directory of one cgroup of /proc/PID/cgroup in this mount namespace, or None."""
+    v2 = cg["hierarchy"] == 0 and not cg["controllers"]
+    for fstype, options, mount_root, mount_point in mounts:
+        if fstype != ("cgroup2" if v2 else "cgroup"):
+            continue
+        if not v2 and not set(cg["controllers"]) <= set(options):
+            continue
+        base = mount_root.rstrip("/")
+        if cg["path"] != mount_root and not cg["path"].startswith(base + "/"):
+            continue  # this mount shows another part of the hierarchy
+        return os.path.normpath(mount_point + cg["path"][len(base):])
+    return None
+
+
+def _env_problems(environ):
+    names, found = set(), []
+    for entry in environ:
+        name = entry.partition("=")[0]
+        if "=" not in entry or not name:
+            found.append("its environment holds %r, which is no NAME=VALUE" % entry[:40])
+        elif name in names:
+            found.append("its environment sets %s twice" % name)
+        names.add(name)
+    return found
+
+
+def _own_caps():
+    return {k: v[0] for k, v in _status(os.getpid(), "/proc").items() if k in ("CapPrm", "CapEff", "CapAmb")}
+
+
+def _cap_problems(ident):
+    caps = ident["caps"]
+    if ident["uid"] == 0:
+        own = _own_caps()
+        if caps["CapEff"] != own.get("CapEff"):
+            return ["it runs as root with capabilities %s, not root's %s; the new QEMU would get all of them"
+                    % (caps["CapEff"], own.get("CapEff"))]
+        return []
+    held = ["%s=%s" % (k, v) for k, v in sorted(caps.items()) if int(v, 16)]
+    if held:
+        return ["it runs as uid %d with capabilities (%s) that a plain setuid drops"
+                % (ident["uid"], ", ".join(held))]
+    return []
+
+
+def _argv_chroots(argv):
+    """The directory QEMU's own options tell it to chroot into after start-up, or None."""
+    for _i, name, value in process.iter_options(argv or []):
+        if name == "chroot" and value is not None:
+            return value
+        if name == "run-with" and value:
+            for key, val in process.split_options(value):
+                if key == "chroot":
+                    return val
+    return None
+
+
+def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
+    """Why a cpr-transfer successor of this process could not run as it does; empty if it can.
+
+    ``argv`` is the old QEMU's command line (its own -run-with chroot= matters).
+    Call it before the pause: each reason is a refusal.
+    """
+    found = []
+    pid = ident["pid"]
+    if ident["lsm_label"]:
+        found.append("it runs under the LSM label %r, which the new QEMU would not get" % ident["lsm_label"])
+    if ident["systemd_unit"]:
+        main = ident["systemd_main_pid"]
+        if main is None or main == pid:
+            found.append("it is %s of systemd service %s: when it exits, systemd stops the service and kills "
+                         "what is left in its cgroup, the new QEMU included (use a dialect that keeps the PID)"
+                         % ("the main process" if main == pid else "maybe the main process (systemd could not "
+                            "be asked)", ident["systemd_unit"]))
+    if ident["cwd"] is None:
+        found.append("its working directory %s cannot be named as QEMU sees it (deleted, or outside its root %s)"
+                     % (ident["cwd_seen"], ident["root"]))
+    found += _env_problems(ident["environ"])
+    found += _cap_problems(ident)
+    chroot = _argv_chroots(argv)
+    if chroot is not None and ident["uid"] != 0:
+        found.append("it chroots itself into %s after start-up as uid %d; a new QEMU started as that uid cannot"
+                     % (chroot, ident["uid"]))
+    mounts = _mounts(mountinfo)
+    for cg in ident["cgroups"]:
+        where = cgroup_dir(cg, mounts)
+        if where is None or not os.path.isdir(where):
+            found.append("its cgroup %s of hierarchy %s is not reachable here%s"
+                         % (cg["path"], ",".join(cg["controllers"]) or "v2", " (%s)" % where if where else ""))
+    return ["PID %d: %s" % (pid, reason) for reason in found]
+
+
+# ---------------------------------------------------------------- launching
+
+def _without_privilege_keys(value):
+    pairs = [(k, v) for k, v in process.split_options(value) if k not in PRIVILEGE_KEYS]
+    return process.join_options(pairs) if pairs else None
+
+
+def argv_for(argv, ident):
+    """The QEMU argv to start with this identity: QEMU's own privilege drop removed when the
+    identity is not root's (QEMU would try setgroups/chroot again and die, seen on 10.0 and 11.1).
+
+    -run-with keeps its other keys (async-teardown=, exit-with-parent=).  Dropping chroot=
+    would lose confinement: ``problems(ident, argv)`` refuses such a VM for cpr-transfer.
+    """
+    if ident["uid"] == 0:
+        return list(argv)
+    out = [argv[0]]
+    for i, name, value in process.iter_options(argv):
+        if name in PRIVILEGE_OPTIONS and value is not None:
+            continue
+        if name == "run-with" and value is not None:
+            value = _without_privilege_keys(value)
+            if value is not None:
+                out += [argv[i], value]
+            continue
+        out += argv[i:i + (1 if value is None or name == "" else 2)]
+    return out
+
+
+def _env_dict(environ):
+    """The environment as execve gets it (the first of a repeated name is the one getenv sees)."""
+    env = {}
+    for entry in environ:
+        name, sep, value = entry.partition("=")
+        if sep and name and name not in env:
+            env[name] = value
+    return env
+
+
+def _drop_tail(argv, ident):
+    """What follows a launcher: drop to the identity inside its root with coreutils, then exec QEMU."""
+    if "=" in argv[0]:
+        raise IdentityError("the QEMU binary %s has '=' in its path, which env(1) would take for a variable"
+                            % argv[0])
+    env = ["%s=%s" % kv for kv in _env_dict(ident["environ"]).items()]
+    # chdir while still root, as without a launcher: the old QEMU may sit in a directory
+    # its user cannot enter (QEMU's own -run-with user= keeps the cwd root started it in).
+    return (["env", "-C", ident["cwd"], "chroot", "--userspec=+%d:+%d" % (ident["uid"], ident["gid"]),
+             "--groups=" + ",".join("+%d" % g for g in ident["groups"]), "--skip-chdir", "/",
+             "env", "-i", "--"] + env + list(argv))
+
+
+def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
+    """(command, Popen keyword arguments) that start QEMU argv as the process of ``ident`` ran.
+
+    The Popen'd PID becomes QEMU (every step execs).  ``launcher`` is a command prefix run
+    as root (chroot, a namespace) that must exec its argument vector.  The caller keeps
+    stdin/stdout/stderr, start_new_session and close_fds.  Raises IdentityError when
+    ``problems`` would have refused.
+    """
+    refused = problems(ident, mountinfo=mountinfo)
+    if refused:
+        raise IdentityError("; ".join(refused))
+    mounts = _mounts(mountinfo)
+    argv = list(argv)
+    spec = {
+        "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in ident["cgroups"]],
+        "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],
+        "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"],
+        "launcher": bool(launcher), "env": _env_dict(ident["environ"]),
+        "argv": list(launcher) + _drop_tail(argv, ident) if launcher else argv,
+    }
+    encoded = json.dumps(spec)
+    if len(encoded) > SPEC_MAX:
+        raise IdentityError("the new QEMU's argv and environment take %d bytes, more than %d"
+                            % (len(encoded), SPEC_MAX))
+    env = dict(os.environ)
+    env[SPEC_VAR] = encoded
+    return [sys.executable, "-I", "-c", STAGE, SPEC_VAR], {"env": env, "cwd": "/"}

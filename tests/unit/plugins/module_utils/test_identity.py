@@ -1,0 +1,333 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from ansible_collections.cpr.qemu.plugins.module_utils import identity
+
+PIDS_CGROUP = "/sys/fs/cgroup/pids"
+OTHER_UID, OTHER_GID, OTHER_GROUPS = 65534, 65533, [5, 6]
+
+
+# ---------------------------------------------------------------- a fake /proc
+
+def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", cgroup=None,
+               attr=None, cwd=None):
+    """A /proc with one process; its cwd is a real directory, its root '/'."""
+    base = tmp_path / "proc" / str(pid)
+    (base / "attr").mkdir(parents=True)
+    fields = {"Name": "qemu-system-x86", "Umask": "0027", "Uid": "107\t107\t107\t107",
+              "Gid": "108\t108\t108\t108", "Groups": "108 36 ", "NoNewPrivs": "1",
+              "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000"}
+    fields.update(status or {})
+    (base / "status").write_text("".join("%s:\t%s\n" % kv for kv in fields.items()))
+    (base / "environ").write_bytes(environ)
+    (base / "cgroup").write_text(cgroup or "9:name=systemd:/machine/vm1\n8:pids:/machine/vm1\n"
+                                           "2:cpu,cpuacct:/machine\n0::/machine/vm1\n")
+    if attr is not None:
+        (base / "attr" / "current").write_bytes(attr)
+    workdir = tmp_path / "work"
+    workdir.mkdir(exist_ok=True)
+    os.symlink(cwd or str(workdir), str(base / "cwd"))
+    os.symlink("/", str(base / "root"))
+    return str(tmp_path / "proc"), pid, str(workdir)
+
+
+@pytest.fixture
+def no_systemd(monkeypatch):
+    monkeypatch.setattr(identity, "unit_main_pid", lambda unit: None)
+
+
+def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
+    proc, pid, workdir = _fake_proc(tmp_path)
+    ident = identity.capture(pid, proc=proc)
+    assert (ident["uid"], ident["gid"], ident["groups"]) == (107, 108, [108, 36])
+    assert ident["umask"] == 0o027
+    assert ident["no_new_privs"] is True
+    assert ident["cwd"] == workdir
+    assert ident["environ"] == ["A=1", "B=two words"]
+    assert ident["cgroups"] == [
+        {"hierarchy": 9, "controllers": ["name=systemd"], "path": "/machine/vm1"},
+        {"hierarchy": 8, "controllers": ["pids"], "path": "/machine/vm1"},
+        {"hierarchy": 2, "controllers": ["cpu", "cpuacct"], "path": "/machine"},
+        {"hierarchy": 0, "controllers": [], "path": "/machine/vm1"},
+    ]
+    assert ident["lsm_label"] is None  # no attr/current: no LSM
+    assert ident["systemd_unit"] is None
+
+
+@pytest.mark.parametrize("attr, label", [
+    (b"unconfined\n", None),
+    (b"", None),
+    (b"libvirt-3c1f (enforce)\n", "libvirt-3c1f (enforce)"),
+    (b"system_u:system_r:svirt_t:s0:c12,c34\0", "system_u:system_r:svirt_t:s0:c12,c34"),
+])
+def test_lsm_label(tmp_path, no_systemd, attr, label):
+    proc, pid, _workdir = _fake_proc(tmp_path, attr=attr)
+    assert identity.capture(pid, proc=proc)["lsm_label"] == label
+
+
+def test_lsm_label_is_refused(tmp_path, no_systemd):
+    proc, pid, _workdir = _fake_proc(tmp_path, attr=b"system_u:system_r:svirt_t:s0:c1,c2\n")
+    found = identity.problems(identity.capture(pid, proc=proc))
+    assert any("LSM label 'system_u:system_r:svirt_t:s0:c1,c2'" in p for p in found), found
+
+
+def test_real_process_without_lsm_has_no_label():
+    assert identity.capture(os.getpid())["lsm_label"] is None or os.path.exists("/sys/kernel/security/lsm")
+
+
+@pytest.mark.parametrize("main_pid, refused", [(4242, True), (None, True), (17, False)])
+def test_main_process_of_a_systemd_service(tmp_path, monkeypatch, main_pid, refused):
+    asked = []
+    monkeypatch.setattr(identity, "unit_main_pid", lambda unit: asked.append(unit) or main_pid)
+    proc, pid, _workdir = _fake_proc(tmp_path, cgroup="1:name=systemd:/system.slice/vm-web1.service\n"
+                                                      "0::/system.slice/vm-web1.service\n")
+    ident = identity.capture(pid, proc=proc)
+    assert ident["systemd_unit"] == "vm-web1.service"
+    assert asked == ["vm-web1.service"]
+    assert ident["systemd_main_pid"] == main_pid
+    found = [p for p in identity.problems(ident) if "systemd service vm-web1.service" in p]
+    assert bool(found) == refused, found
+
+
+def test_v2_only_service_and_scope():
+    assert identity.service_of([{"hierarchy": 0, "controllers": [], "path": "/system.slice/q.service/vm"}]) \
+        == "q.service"
+    assert identity.service_of([{"hierarchy": 0, "controllers": [], "path": "/qemu.slice/100.scope"}]) is None
+    assert identity.service_of([{"hierarchy": 4, "controllers": ["pids"], "path": "/a.service"}]) is None
+
+
+def _mountinfo(tmp_path, lines):
+    path = tmp_path / "mountinfo"
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_cgroup_dirs_follow_mountinfo(tmp_path):
+    mounts = identity._mounts(_mountinfo(tmp_path, [
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct",
+        "39 31 0:36 /lxc/c1 /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids",
+        "40 31 0:37 / /mnt/sd\\040cg rw - cgroup cgroup rw,xattr,name=systemd",
+        "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw",
+    ]))
+
+    def where(hid, controllers, path):
+        return identity.cgroup_dir({"hierarchy": hid, "controllers": controllers, "path": path}, mounts)
+    assert where(2, ["cpu", "cpuacct"], "/machine") == "/sys/fs/cgroup/cpu,cpuacct/machine"
+    assert where(8, ["pids"], "/lxc/c1/vm") == "/sys/fs/cgroup/pids/vm"
+    assert where(8, ["pids"], "/elsewhere") is None  # outside what this mount shows
+    assert where(9, ["name=systemd"], "/") == "/mnt/sd cg"
+    assert where(0, [], "/machine/vm1") == "/sys/fs/cgroup/unified/machine/vm1"
+    assert where(5, ["memory"], "/") is None  # not mounted here
+
+
+def test_problems_name_each_reason(tmp_path, no_systemd):
+    proc, pid, _workdir = _fake_proc(
+        tmp_path, environ=b"A=1\0junk\0A=2\0", cwd="/nonexistent/dir",
+        status={"Uid": "0\t0\t0\t0", "CapEff": "0000000000000400"})
+    ident = identity.capture(pid, proc=proc)
+    found = identity.problems(ident, argv=["qemu-system-x86_64", "-run-with", "chroot=/var/empty"],
+                              mountinfo=_mountinfo(tmp_path, []))
+    text = "\n".join(found)
+    assert "working directory /nonexistent/dir" in text
+    assert "'junk', which is no NAME=VALUE" in text
+    assert "sets A twice" in text
+    assert "runs as root with capabilities 0000000000000400" in text
+    assert "chroots itself" not in text  # root can chroot again
+    assert "cgroup /machine/vm1 of hierarchy pids is not reachable" in text
+    assert all(p.startswith("PID %d: " % pid) for p in found)
+
+
+def test_unprivileged_with_capabilities_or_own_chroot_is_refused(tmp_path, no_systemd):
+    proc, pid, _workdir = _fake_proc(tmp_path, status={"CapAmb": "0000000000003000"})
+    ident = identity.capture(pid, proc=proc)
+    text = "\n".join(identity.problems(ident, argv=["q", "-run-with", "user=qemu,chroot=/var/empty"]))
+    assert "capabilities (CapAmb=0000000000003000)" in text
+    assert "chroots itself into /var/empty after start-up as uid 107" in text
+
+
+@pytest.mark.parametrize("argv, uid, want", [
+    (["q", "-m", "1G", "-run-with", "user=nobody", "-S"], 65534, ["q", "-m", "1G", "-S"]),
+    (["q", "-run-with", "async-teardown=on,user=65534:65534,chroot=/x", "disk.img"], 65534,
+     ["q", "-run-with", "async-teardown=on", "disk.img"]),
+    (["q", "--runas", "qemu", "-chroot", "/var/empty", "-nodefaults"], 107, ["q", "-nodefaults"]),
+    (["q", "-run-with", "user=nobody"], 0, ["q", "-run-with", "user=nobody"]),
+    (["q", "-name", "a,,b", "-run-with", "exit-with-parent=on"], 107,
+     ["q", "-name", "a,,b", "-run-with", "exit-with-parent=on"]),
+])
+def test_argv_for_drops_qemus_own_privilege_drop(argv, uid, want):
+    assert identity.argv_for(argv, {"uid": uid}) == want
+
+
+# ---------------------------------------------------------------- real processes
+
+def _assert_root():
+    assert os.geteuid() == 0, "these tests start processes as other users and create cgroups: run them as root"
+
+
+@pytest.fixture
+def own_cgroup():
+    """A pids cgroup of this test's own, removed afterwards (its processes are killed first)."""
+    _assert_root()
+    assert os.path.isdir(PIDS_CGROUP), "no cgroup v1 pids hierarchy at %s" % PIDS_CGROUP
+    path = os.path.join(PIDS_CGROUP, "cpr-qemu-test-%d" % os.getpid())
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A directory the other user can enter, below a parent it cannot (like a VM's run directory)."""
+    d = tmp_path / "vm dir"
+    d.mkdir()
+    os.chmod(str(d), 0o755)
+    return str(d)
+
+
+VM_ENV = {"PATH": "/usr/bin:/bin", "VM_NAME": "web1", "SPACED": "a b  c", "EMPTY": ""}
+
+
+@pytest.fixture
+def other_process(own_cgroup, workdir):
+    """A process started without identity.py as another user, in own_cgroup, with its own cwd, env, umask."""
+    procs = os.path.join(own_cgroup, "cgroup.procs")
+    script = ('echo $$ > "$0" && umask 0027 && exec setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
+              % (OTHER_UID, OTHER_GID, ",".join(map(str, OTHER_GROUPS))))
+    proc = subprocess.Popen(["/bin/sh", "-c", script, procs], cwd=workdir, env=VM_ENV)
+    try:
+        deadline = time.monotonic() + 10
+        while identity.capture(proc.pid)["uid"] != OTHER_UID:
+            assert proc.poll() is None and time.monotonic() < deadline, "the test process did not start"
+            time.sleep(0.02)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cgroup_lines(pid):
+    with open("/proc/%d/cgroup" % pid) as f:
+        return sorted(f.read().splitlines())
+
+
+def test_capture_a_real_process(other_process, own_cgroup, workdir):
+    ident = identity.capture(other_process.pid)
+    assert (ident["uid"], ident["gid"], sorted(ident["groups"])) == (OTHER_UID, OTHER_GID, OTHER_GROUPS)
+    assert ident["umask"] == 0o027
+    assert ident["cwd"] == workdir
+    # sh exports PWD before it execs.
+    assert sorted(ident["environ"]) == sorted(["%s=%s" % kv for kv in VM_ENV.items()] + ["PWD=" + workdir])
+    pids = [cg for cg in ident["cgroups"] if cg["controllers"] == ["pids"]]
+    assert pids == [{"hierarchy": pids[0]["hierarchy"], "controllers": ["pids"],
+                     "path": "/" + os.path.basename(own_cgroup)}]
+    assert ident["lsm_label"] is None
+    assert identity.problems(ident) == []
+
+
+PROBE = "id -u; id -G; pwd; umask; cat /proc/self/cgroup; echo ENV; env"
+
+
+def _launched(ident, launcher=()):
+    cmd, kwargs = identity.launch_command(["/bin/sh", "-c", PROBE], ident, launcher)
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, close_fds=True, timeout=30, check=False, **kwargs)
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout.decode()
+
+
+def _assert_same(text, other_process, workdir):
+    lines = text.splitlines()
+    ident = identity.capture(other_process.pid)
+    assert int(lines[0]) == OTHER_UID
+    assert sorted(map(int, lines[1].split())) == sorted([OTHER_GID] + OTHER_GROUPS)
+    assert lines[2] == workdir
+    assert lines[3] == "0027"
+    end = lines.index("ENV")
+    assert sorted(lines[4:end]) == _cgroup_lines(other_process.pid)
+    env = lines[end + 1:]
+    for entry in ident["environ"]:
+        assert entry in env, (entry, env)
+    assert not [e for e in env if e.startswith(identity.SPEC_VAR)]
+    assert not [e for e in env if e.split("=")[0] not in VM_ENV and e.split("=")[0] not in ("PWD", "OLDPWD")]
+
+
+def test_launch_command_reproduces_the_identity(other_process, workdir):
+    ident = identity.capture(other_process.pid)
+    _assert_same(_launched(ident), other_process, workdir)
+
+
+def test_launch_command_through_a_launcher_that_needs_root(other_process, workdir):
+    """chroot needs CAP_SYS_CHROOT: the identity is dropped only after the launcher."""
+    ident = identity.capture(other_process.pid)
+    _assert_same(_launched(ident, launcher=["chroot", "/"]), other_process, workdir)
+
+
+def test_launched_process_is_the_popend_pid(other_process):
+    ident = identity.capture(other_process.pid)
+    cmd, kwargs = identity.launch_command(["/bin/sleep", "30"], ident)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, **kwargs)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
+                if f.read() == b"/bin/sleep\x0030\x00":
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert identity.capture(proc.pid)["uid"] == OTHER_UID
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_failing_step_stops_before_qemu(other_process, tmp_path):
+    ident = identity.capture(other_process.pid)
+    ident["cwd"] = str(tmp_path / "gone")
+    marker = tmp_path / "ran"
+    cmd, kwargs = identity.launch_command(["/bin/sh", "-c", "touch %s" % marker], ident)
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         timeout=30, check=False, **kwargs)
+    assert out.returncode == 126
+    assert b"cpr.qemu identity launcher: chdir" in out.stderr
+    assert not marker.exists()
+
+
+def test_a_vanished_cgroup_stops_before_qemu(other_process, own_cgroup, tmp_path):
+    ident = identity.capture(other_process.pid)
+    gone = os.path.join(PIDS_CGROUP, "cpr-qemu-test-%d-gone" % os.getpid())
+    os.mkdir(gone)
+    for cg in ident["cgroups"]:
+        if cg["controllers"] == ["pids"]:
+            cg["path"] = "/" + os.path.basename(gone)
+    cmd, kwargs = identity.launch_command(["/bin/true"], ident)
+    os.rmdir(gone)
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         timeout=30, check=False, **kwargs)
+    assert out.returncode == 126
+    assert b"join cgroup %s/cgroup.procs" % gone.encode() in out.stderr
+
+
+def test_launch_command_refuses_what_problems_refuses(tmp_path, no_systemd):
+    proc, pid, _workdir = _fake_proc(tmp_path, attr=b"svirt_t\n")
+    with pytest.raises(identity.IdentityError) as e:
+        identity.launch_command(["/bin/true"], identity.capture(pid, proc=proc),
+                                mountinfo=_mountinfo(tmp_path, []))
+    assert "LSM label" in str(e.value)
