@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.cpr.qemu.plugins.module_utils import fault
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
@@ -47,10 +48,12 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     vm = session["vm"]
     deadline = time.monotonic() + timeout
     old_identity = common.socket_identity(session["qmp_socket_host"])
+    fault.point("before-migrate")
     conn.execute("migrate", {"uri": "file:" + session["state_file"]})
     record(migrate_sent=True)
     status, stop = common.wait_migration(conn, deadline)
     if status == "completed":
+        fault.point("after-completed")
         # QEMU execs right after 'completed'; if the exec fails it reports
         # 'failed' next and resumes the guest itself.
         while conn.connected and status == "completed" and time.monotonic() < deadline:
@@ -58,6 +61,9 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
             if ev is not None:
                 status = ev["data"]["status"]
     if status != "completed" or conn.connected:
+        if conn.connected and status not in ("failed", "cancelled"):
+            # Timed out mid-way: cancel before the guest may run again on this QEMU.
+            status = common.cancel_migration(conn, time.monotonic() + qmp_timeout)
         why = migration_error_or(conn, status)
         runstate = common.resume_old(conn, session["runstate_before"])
         raise common.SwitchFailed(
@@ -75,6 +81,7 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
             "query-migrate, then send cont; if the process hangs, restart the VM from its configuration."
             % (session["vm"], pid, session["new_binary"], session["qmp_socket"], timeout),
             guest="new QEMU, PID %d, not answering" % pid, recovered=False)
+    fault.point("after-exec")
     try:
         resume = common.resume_new(new, session["runstate_before"], deadline)
     except QMPError as e:

@@ -30,7 +30,7 @@ import os
 import subprocess
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import identity, process, state
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, state
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
@@ -114,7 +114,7 @@ def _log_tail(path, argv):
     return " ".join(process.mask_text(text, process.secret_values(argv)).split())[-400:]
 
 
-class _SocketDir:
+class SocketDir:
     """The directory of the VM's QMP socket, worked on through its fd (QEMU's user may write it)."""
 
     def __init__(self, session, pid):
@@ -132,6 +132,21 @@ class _SocketDir:
     def give_back(self, old_identity, qmp_host):
         """The old QEMU's QMP socket back at its path (if the new QEMU took the path over), the second name gone."""
         if common.socket_identity(qmp_host) == old_identity:
+            state.remove_entry(self.fd, self.backup)
+        else:
+            os.rename(self.backup, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def give_back_if_taken(self):
+        """give_back, for a recovery that does not know the old socket's identity: the second name is it."""
+        try:
+            kept = os.stat(self.backup, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        try:
+            here = os.stat(self.name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            here = None
+        if here is not None and (here.st_dev, here.st_ino) == (kept.st_dev, kept.st_ino):
             state.remove_entry(self.fd, self.backup)
         else:
             os.rename(self.backup, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
@@ -158,7 +173,7 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
 
     ``record(**fields)`` keeps what a recovery must know (the new QEMU's PID) in the session.
     """
-    sockets = _SocketDir(session, session["pid"])
+    sockets = SocketDir(session, session["pid"])
     try:
         return _switch(conn, session, sockets, timeout, qmp_timeout, record)
     finally:
@@ -187,7 +202,15 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
 
     def rollback(why):
         """Kill the new QEMU, give the old one its QMP path back, and resume the guest there."""
-        common.kill(proc.pid, new_start)
+        try:
+            common.kill(proc.pid, new_start)
+        except common.Survived as e:
+            raise common.SwitchFailed(
+                "%s: cpr-transfer could not roll back (%s): %s; the old QEMU (PID %d) is left paused, since "
+                "resuming it would run the guest twice. Kill the new QEMU, then cont on %s%s"
+                % (vm, why, e, session["pid"], session["qmp_socket"], OLD_SOCKET_SUFFIX),
+                guest="old QEMU, PID %d, paused; new QEMU PID %d alive" % (session["pid"], proc.pid),
+                recovered=False)
         proc.poll()
         sockets.give_back(old_identity, qmp_host)
         runstate = common.resume_old(conn, session["runstate_before"])
@@ -205,6 +228,7 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
             rollback("the new QEMU did not listen on %s in %ss" % (session["cpr_socket"], timeout))
         time.sleep(0.001)
 
+    fault.point("before-migrate")
     try:
         conn.execute("migrate", {"channels": channels(session)})
     except QMPError as e:
@@ -212,6 +236,7 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
     status, stop = common.wait_migration(conn, deadline)
     if status != "completed":
         rollback("migration %s: %s" % (status or "timed out", common.migration_error(conn)))
+    fault.point("after-completed")
 
     def new_alive(peer):
         if proc.poll() is not None:
@@ -226,6 +251,7 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
                                  deadline, qmp_timeout)
         if new is None:
             rollback("the new QEMU opened no QMP socket in %ss" % timeout)
+        fault.point("after-exec")
         try:
             resume = common.resume_new(new, session["runstate_before"], deadline, progress)
         finally:
@@ -244,6 +270,13 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
             guest="new QEMU, PID %d, told to run" % proc.pid, recovered=False)
 
     # The guest runs on the new QEMU: the old one must never run it again.
-    common.kill(session["pid"], session["pid_starttime"])
+    fault.point("before-kill-old")
+    try:
+        common.kill(session["pid"], session["pid_starttime"])
+    except common.Survived as e:
+        raise common.SwitchFailed(
+            "%s: the guest runs on the new QEMU (PID %d), but the old one (PID %d) %s. It is in postmigrate and "
+            "must never be resumed: kill it" % (vm, proc.pid, session["pid"], str(e).split(" ", 3)[-1]),
+            guest="new QEMU, PID %d, running; old QEMU PID %d alive" % (proc.pid, session["pid"]), recovered=False)
     sockets.drop_old()
     return {"new_pid": proc.pid, "new_pid_starttime": new_start, "stop": stop, "resume": resume}

@@ -244,6 +244,12 @@ def cgroup_dir(cg, mounts):
     return None
 
 
+def cgroups_to_join(ident, proc="/proc"):
+    """The old QEMU's cgroups that differ from this process's: the new QEMU inherits the others from its launcher."""
+    own = dict((cg["hierarchy"], cg["path"]) for cg in _cgroups(os.getpid(), proc))
+    return [cg for cg in ident["cgroups"] if own.get(cg["hierarchy"]) != cg["path"]]
+
+
 def _env_problems(environ):
     names, found = set(), []
     for entry in environ:
@@ -314,7 +320,7 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
         found.append("it chroots itself into %s after start-up as uid %d; a new QEMU started as that uid cannot"
                      % (chroot, ident["uid"]))
     mounts = _mounts(mountinfo)
-    for cg in ident["cgroups"]:
+    for cg in cgroups_to_join(ident):
         where = cgroup_dir(cg, mounts)
         if where is None or not os.path.isdir(where):
             found.append("its cgroup %s of hierarchy %s is not reachable here%s"
@@ -388,7 +394,7 @@ def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
     mounts = _mounts(mountinfo)
     argv = list(argv)
     spec = {
-        "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in ident["cgroups"]],
+        "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in cgroups_to_join(ident)],
         "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],
         "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"],
         "launcher": bool(launcher), "env": _env_dict(ident["environ"]),

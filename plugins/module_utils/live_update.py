@@ -25,6 +25,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.cpr.qemu.plugins.module_utils import fault
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPCommandError, QMPError
 
@@ -190,12 +191,15 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     file_args = _file_args(proto, session["state_file"])
     load_args = dict(file_args, mode="restart") if proto["load_mode"] else file_args
 
+    fault.point("before-migrate")
     try:
         conn.execute(proto["save"], dict(file_args, mode="restart"))
     except QMPCommandError as e:
         _back_to_old(conn, session, "%s refused: %s" % (proto["save"], e.desc))
     record(saved=True)
     stop = conn.wait_event("STOP", 2.0) if running else None
+    fault.point("after-stop")
+    fault.point("after-completed")
     _exec(conn, session, timeout)
     record(exec_done=True)
 
@@ -211,8 +215,10 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
             "there, paused. Recovery: once the socket answers, send %s %s."
             % (vm, pid, session["new_binary"], session["qmp_socket"], timeout, proto["load"], _json(load_args)),
             guest="new QEMU, PID %d, not answering" % pid, recovered=False)
+    fault.point("after-exec")
     try:
         new.execute(proto["load"], load_args)
+        fault.point("after-cont")
         resume = new.wait_event("RESUME", max(1.0, deadline - time.monotonic())) if running else None
         if running and resume is None:
             raise QMPError("timeout", "%s returned but the guest did not resume" % proto["load"])

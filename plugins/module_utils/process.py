@@ -345,6 +345,17 @@ def host_path(pid, path, proc="/proc"):
     return "%s/%d/root%s" % (proc, pid, path)
 
 
+def qmp_socket_as_given(pid, argv, path):
+    """The VM's QMP socket path as its QEMU was given it, matching the path we connected to (or None)."""
+    for sock in parse_argv(argv)["qmp_sockets"]:
+        try:
+            if os.path.samefile(host_path(pid, sock), path):
+                return sock
+        except OSError:
+            continue
+    return None
+
+
 def is_qemu(argv, exe_name=""):
     names = [os.path.basename(argv[0]) if argv else "", os.path.basename(exe_name)]
     return any(re.match(r"^qemu-system-", n) for n in names)

@@ -40,6 +40,10 @@ def speaks(facts):
 def common_blockers(facts):
     """Reasons that stop every dialect."""
     reasons = []
+    if facts.get("session"):
+        reasons.append("a live upgrade of this VM is in progress or was interrupted (session at step %s%s): "
+                       "settle it with cpr.qemu.qemu_cpr_recover" % (
+                           facts["session"]["step"], ", its process is gone" if facts["session"]["stuck"] else ""))
     if facts["untrusted"]:
         reasons.append("untrusted: %s; the collection runs, probes and launches nothing for it"
                        % facts["untrusted"])

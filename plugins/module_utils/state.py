@@ -53,6 +53,12 @@ def vm_key(qemu_root, qmp_socket_as_given, cwd="/"):
     return "%s-%s" % (re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path))[:40], digest[:16])
 
 
+def key_of(pid, qmp_socket_as_given, proc="/proc"):
+    """vm_key of the VM that process PID runs."""
+    base = "%s/%d" % (proc, pid)
+    return vm_key(os.readlink(base + "/root"), qmp_socket_as_given, os.readlink(base + "/cwd"))
+
+
 def _root_only_dir(path):
     """Create (0700) or check a directory that root alone may use; never through a symlink."""
     try:
@@ -62,9 +68,9 @@ def _root_only_dir(path):
             raise StateError("cannot create %s: %s" % (path, e.strerror))
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
         raise StateError("%s must be a directory of root's with mode 0700 (it is %s, uid %d, mode %04o): "
-                         "remove it" % (path, "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory",
-                                         st.st_uid, stat.S_IMODE(st.st_mode)))
+                         "remove it" % (path, kind, st.st_uid, stat.S_IMODE(st.st_mode)))
     return path
 
 

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 
+from ansible_collections.cpr.qemu.plugins.module_utils import fault
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
 # Polled while the guest is paused: every millisecond here is pause.
@@ -53,13 +54,22 @@ def alive(pid, start):
     return start is not None and starttime(pid) == start
 
 
+class Survived(Exception):
+    """A QEMU that had to die did not (stuck in the kernel): two QEMUs may hold one guest."""
+
+
 def kill(pid, start, timeout=10.0):
-    """SIGKILL a process, only if it is still the one that started at ``start``; wait until it is gone."""
+    """SIGKILL a process, only if it is still the one that started at ``start``; wait until it is gone.
+
+    Raises Survived if it is still there after ``timeout``.
+    """
     if not alive(pid, start):
         return
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while alive(pid, start) and time.monotonic() < deadline:
+    while alive(pid, start):
+        if time.monotonic() > deadline:
+            raise Survived("QEMU PID %d survived SIGKILL for %ss" % (pid, timeout))
         time.sleep(0.01)
 
 
@@ -157,6 +167,7 @@ def resume_new(conn, runstate_before, deadline, progress=None):
     if progress is not None:
         progress["cont_sent"] = True
     conn.execute("cont")
+    fault.point("after-cont")
     resume = conn.wait_event("RESUME", max(1.0, deadline - time.monotonic()))
     if resume is None:
         raise QMPError("timeout", "the new QEMU accepted cont but sent no RESUME event")
@@ -173,9 +184,22 @@ def wait_migration(conn, deadline):
             break
         if ev["event"] == "STOP":
             stop = ev
+            fault.point("after-stop")
         else:
             status = ev["data"]["status"]
     return status, stop
+
+
+def cancel_migration(conn, deadline):
+    """Cancel a migration still under way and wait for it to end (a guest must never be resumed mid-way)."""
+    status = conn.execute("query-migrate").get("status", "none")
+    if status in ("none", "completed", "failed", "cancelled"):
+        return status
+    conn.execute("migrate_cancel")
+    while status not in ("completed", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(_POLL * 20)
+        status = conn.execute("query-migrate").get("status", "none")
+    return status
 
 
 def migration_error(conn):

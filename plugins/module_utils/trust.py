@@ -69,7 +69,7 @@ def _resolve(root, root_st, path):
         if name == "..":
             components = components[:-1]
             continue
-        here = os.path.join(root, *[n for n, _ in components], name)
+        here = os.path.join(root, *[n for n, _st in components], name)
         st = os.lstat(here)
         judge(st, here)
         if stat.S_ISLNK(st.st_mode):
@@ -84,7 +84,7 @@ def _resolve(root, root_st, path):
         if pending and not stat.S_ISDIR(st.st_mode):
             raise _os_error(errno.ENOTDIR, here)
         components.append((name, st))
-    names = [n for n, _ in components]
+    names = [n for n, _st in components]
     return os.path.join(root, *names), (components[-1][1] if components else root_st)
 
 
@@ -124,7 +124,7 @@ def _same_file(path, st):
     return (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
 
 
-def _executable_root(base, pid, proc, path, st):
+def _executable_root(base, pid, proc, path, st, deleted):
     """Where, and as which path, the path /proc/PID/exe reads as is to be judged from here.
 
     The kernel writes that path from the reader's root when the file is
@@ -145,7 +145,9 @@ def _executable_root(base, pid, proc, path, st):
     own_root = os.readlink(root).rstrip("/")
     inside = path[len(own_root):] if own_root and path.startswith(own_root + "/") else path
     for candidate in (path, inside):
-        if not own_root or _same_file(root + candidate, st):
+        # A binary replaced on disk since is judged by its directory, which must be there.
+        if not own_root or _same_file(root + candidate, st) or deleted and os.path.isdir(
+                root + os.path.dirname(candidate)):
             return root, os.stat(root), candidate
     raise UntrustedError("process %d is chrooted in a mount namespace of its own and its executable %s is "
                          "not found at that path: its directories cannot be seen" % (pid, path))
@@ -163,10 +165,11 @@ def check_process_executable(pid, proc="/proc"):
     base = "%s/%d" % (proc, pid)
     st = os.stat(base + "/exe")
     path = os.readlink(base + "/exe")
-    if path.endswith(_DELETED):
+    deleted = path.endswith(_DELETED)
+    if deleted:
         path = path[:-len(_DELETED)]
     judge(st, "%s (the executable of process %d)" % (path, pid))
-    root, root_st, judged = _executable_root(base, pid, proc, path, st)
+    root, root_st, judged = _executable_root(base, pid, proc, path, st, deleted)
     try:
         # The trailing "." makes resolving fail unless the last component is a directory.
         _resolve(root, root_st, os.path.dirname(judged) + "/.")

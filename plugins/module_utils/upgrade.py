@@ -21,8 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, live_update, process, qemu_binary, readiness, session as sessions, state, validation,
-    vm_facts)
+    cpr_exec, cpr_transfer, detached, live_update, process, qemu_binary, readiness, session as sessions, state,
+    validation, vm_facts)
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
@@ -50,17 +50,6 @@ def _connect(qmp_socket, timeout, label=None):
         return QMPConnection(qmp_socket, timeout=timeout).connect()
     except QMPError as e:
         raise UpgradeError("%s: %s" % (label or qmp_socket, e.message), error_kind=e.kind)
-
-
-def _qmp_socket_as_given(pid, argv, path):
-    """The VM's QMP socket path as its QEMU was given it, matching the path we connected to."""
-    for sock in process.parse_argv(argv)["qmp_sockets"]:
-        try:
-            if os.path.samefile(process.host_path(pid, sock), path):
-                return sock
-        except OSError:
-            continue
-    return None
 
 
 def _choose(dialect, facts, label):
@@ -129,7 +118,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             base["noop"] = True
             return False, base, "%s already runs %s (QEMU %s)" % (label, new_binary, facts["version"])
 
-        qmp_as_given = _qmp_socket_as_given(pid, argv, qmp_socket)
+        qmp_as_given = process.qmp_socket_as_given(pid, argv, qmp_socket)
         if qmp_as_given is None:
             raise UpgradeError("%s: %s is not a QMP socket on QEMU's command line; the new QEMU could not "
                                "recreate it" % (label, qmp_socket))
@@ -138,7 +127,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
 
         work_dir = state_dir or state.work_dir_for(qmp_as_given)
         uid, gid, _groups = process.credentials(pid)
-        key = state.vm_key(os.readlink("/proc/%d/root" % pid), qmp_as_given, os.readlink("/proc/%d/cwd" % pid))
+        key = state.key_of(pid, qmp_as_given)
         s = dict(base, token=sessions.new_token(), started=time.time(), step="saved",
                  qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid, gid=gid,
                  runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
@@ -219,15 +208,87 @@ def _abandon(conn, s):
     sessions.release(s["lock_dir"])
 
 
-def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False):
-    """qemu_cprexec: re-check, then pause, hand the guest over and resume it.  Returns (changed, session, msg)."""
+def _not_switching(given, argv, check_mode):
+    """(changed, session, msg) of a session that needs no switch (already current, or check mode), else None."""
     if given.get("noop"):
         return False, given, "%s already runs %s" % (given.get("vm"), given.get("new_binary"))
-    if given.get("check_mode"):
+    if check_mode or given.get("check_mode"):
         s = dict(given)
         if argv:
             s["new_argv"] = list(argv)
         return True, s, "%s would switch to %s by %s" % (s["vm"], s["new_binary"], s["dialect"])
+    return None
+
+
+def _outcome(given, run):
+    """One VM's switch outcome as a dict: ``{vm, changed, failed, msg, session, pause_ms, new_pid}``, plus
+    ``guest`` and ``recovered`` when the failure came after the checks."""
+    try:
+        changed, s, msg = run()
+    except UpgradeError as e:
+        return dict(e.details, vm=given.get("vm"), changed=False, failed=True, msg=e.message)
+    except Exception as e:  # pylint: disable=broad-except
+        # A fault of this code must not hide the other VMs' outcomes.
+        return {"vm": given.get("vm"), "changed": False, "failed": True, "guest": "unknown", "recovered": False,
+                "msg": "%s: the switch failed unexpectedly: %r. Check the VM with cpr.qemu.qemu_cpr_info and "
+                       "settle it with cpr.qemu.qemu_cpr_recover" % (given.get("vm"), e)}
+    return {"vm": s.get("vm"), "changed": changed, "failed": False, "msg": msg, "session": s,
+            "pause_ms": s.get("pause_ms"), "new_pid": s.get("new_pid", s.get("pid"))}
+
+
+def _switch_all(givens, argv, timeout, switch_timeout):
+    """Every VM's switch, each in its own thread so that their pauses overlap; runs in the detached child."""
+    def one(given):
+        return _outcome(given, lambda: _switch(given, argv, timeout, switch_timeout))
+    if len(givens) < 2:
+        return [one(given) for given in givens]
+    with ThreadPoolExecutor(max_workers=len(givens)) as pool:
+        return list(pool.map(one, givens))
+
+
+def _switch_detached(givens, argv, timeout, switch_timeout):
+    """_switch_all in a child that no signal to the module reaches and that outlives it (detached.py)."""
+    try:
+        return detached.run(lambda: _switch_all(givens, argv, timeout, switch_timeout))
+    except (detached.ChildDied, RuntimeError) as e:
+        why = str(e).split("\n", 1)[0]
+        return [{"vm": g.get("vm"), "changed": False, "failed": True, "guest": "unknown", "recovered": False,
+                 "msg": "%s: %s. Where the guest is now is not known: check the VM with cpr.qemu.qemu_cpr_info "
+                        "and settle it with cpr.qemu.qemu_cpr_recover" % (g.get("vm"), why)} for g in givens]
+
+
+def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False):
+    """qemu_cprexec: re-check, then pause, hand the guest over and resume it.  Returns (changed, session, msg).
+
+    The switch runs in a detached child (detached.py): whatever happens to this process, the pause ends.
+    """
+    done = _not_switching(given, argv, check_mode)
+    if done:
+        return done
+    outcome = _switch_detached([given], argv, timeout, switch_timeout)[0]
+    if outcome["failed"]:
+        raise UpgradeError(outcome["msg"], **dict((k, outcome[k]) for k in ("guest", "recovered", "error_kind")
+                                                  if k in outcome))
+    return outcome["changed"], outcome["session"], outcome["msg"]
+
+
+def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=False):
+    """qemu_cprexec with several sessions: switch each VM in its own thread, so their pauses overlap.
+
+    One VM's failure never touches another's switch.  Returns one outcome per session, in order (_outcome).
+    """
+    outcomes, todo = [], []
+    for given in given_sessions:
+        done = _not_switching(given, None, check_mode)
+        outcomes.append(_outcome(given, lambda d=done: d) if done else None)
+        if not done:
+            todo.append(given)
+    switched = iter(_switch_detached(todo, None, timeout, switch_timeout) if todo else [])
+    return [o if o is not None else next(switched) for o in outcomes]
+
+
+def _switch(given, argv, timeout, switch_timeout):
+    """The switch itself (in the detached child): re-check, pause, hand over, resume."""
     s = _locked(given)
     label, dialect = s["vm"], DIALECTS[s["dialect"]]
     if s["step"] != "saved":
@@ -248,7 +309,8 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
             _abandon(conn, s)
             raise UpgradeError("%s; the guest was not touched, QEMU is disarmed and the lock released"
                                % (e.message if isinstance(e, UpgradeError) else "%s: %s" % (label, e)))
-        s["step"] = "switching"
+        me = os.getpid()
+        s.update(step="switching", owner={"pid": me, "starttime": common.starttime(me)}, switch_started=time.time())
         sessions.update(s["lock_dir"], s)
 
         def record(**fields):
@@ -263,11 +325,12 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
                 s.update(step="failed", failure=e.message)
                 sessions.update(s["lock_dir"], s)
             raise UpgradeError(e.message, guest=e.guest, recovered=e.recovered)
-        except (validation.ValidationError, QMPError, OSError) as e:
+        except (validation.ValidationError, state.StateError, QMPError, OSError) as e:
             s.update(step="failed", failure=str(e))
             sessions.update(s["lock_dir"], s)
-            raise UpgradeError("%s: the switch failed unexpectedly: %s. Check the VM with "
-                               "cpr.qemu.qemu_cpr_info; the lock %s is kept" % (label, e, sessions.lock_path(s["lock_dir"])))
+            raise UpgradeError("%s: the switch failed unexpectedly: %s. Check the VM with cpr.qemu.qemu_cpr_info "
+                               "and settle it with cpr.qemu.qemu_cpr_recover" % (label, e),
+                               guest="unknown", recovered=False)
     finally:
         conn.close()
 
@@ -282,32 +345,6 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
     return True, s, "%s switched to QEMU %s (PID %d) by %s%s" % (
         label, s["new_version"], s["new_pid"], s["dialect"],
         ", guest paused %.1f ms" % s["pause_ms"] if s["pause_ms"] is not None else ", guest stays paused")
-
-
-def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=False):
-    """qemu_cprexec with several sessions: switch each VM in its own thread, so their pauses overlap.
-
-    One VM's failure never touches another's switch.  Returns one outcome per session, in order:
-    ``{vm, changed, failed, msg, session, pause_ms, new_pid}`` plus ``guest`` and ``recovered`` when
-    the failure came after the checks.
-    """
-    def one(given):
-        try:
-            changed, s, msg = switch(given, timeout=timeout, switch_timeout=switch_timeout, check_mode=check_mode)
-        except UpgradeError as e:
-            return dict(e.details, vm=given.get("vm"), changed=False, failed=True, msg=e.message)
-        except Exception as e:  # pylint: disable=broad-except
-            # A fault of this code must not hide the other VMs' outcomes.
-            return {"vm": given.get("vm"), "changed": False, "failed": True,
-                    "msg": "%s: the switch failed unexpectedly: %r. Check the VM with cpr.qemu.qemu_cpr_info"
-                           % (given.get("vm"), e)}
-        return {"vm": s.get("vm"), "changed": changed, "failed": False, "msg": msg, "session": s,
-                "pause_ms": s.get("pause_ms"), "new_pid": s.get("new_pid", s.get("pid"))}
-
-    if len(given_sessions) < 2:
-        return [one(given) for given in given_sessions]
-    with ThreadPoolExecutor(max_workers=len(given_sessions)) as pool:
-        return list(pool.map(one, given_sessions))
 
 
 def verify(given, timeout=5.0, check_mode=False):
@@ -342,7 +379,8 @@ def verify(given, timeout=5.0, check_mode=False):
         if s["dialect"] != live_update.MODE and facts["migration"]["status"] != "completed":
             problems.append("incoming migration is '%s', not completed" % facts["migration"]["status"])
         runstate = facts["runstate"]
-        if s["runstate_before"] == "running" and runstate == "paused" and not check_mode:
+        # Only a guest on the right QEMU is resumed: any other problem leaves it as it is.
+        if s["runstate_before"] == "running" and runstate == "paused" and not check_mode and not problems:
             conn.execute("cont")
             runstate = conn.execute("query-status")["status"]
             changed = True

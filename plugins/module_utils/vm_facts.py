@@ -11,7 +11,7 @@ one QMP socket and never raises for a VM it cannot reach: the report says why.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.cpr.qemu.plugins.module_utils import identity, process, readiness, trust
+from ansible_collections.cpr.qemu.plugins.module_utils import identity, process, readiness, recover, session, state, trust
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
 
 _MACHINE_SUFFIX = "-machine"
@@ -159,6 +159,18 @@ def gather(conn):
     }
 
 
+def session_of(pid, address):
+    """The live-upgrade session this VM has (recover.describe), or None."""
+    try:
+        as_given = process.qmp_socket_as_given(pid, process.read_argv(pid), address)
+        if as_given is None:
+            return None
+        held = session.read(state.lock_dir(state.key_of(pid, as_given)))
+    except (OSError, ValueError, state.StateError):
+        return None
+    return recover.describe(held)
+
+
 def inspect(address, timeout, target=None):
     """The full report for the VM behind one QMP socket, as qemu_cpr_info returns it.
 
@@ -175,6 +187,7 @@ def inspect(address, timeout, target=None):
         return {"qmp_socket": address, "error": "cannot read the QEMU process: %s" % e,
                 "error_kind": "process"}
     facts["qmp_socket"] = address
+    facts["session"] = session_of(facts["pid"], address)
     facts["dialects"], facts["preferred_dialect"] = readiness.assess(facts)
     if target is not None:
         facts["target"] = readiness.assess_target(facts, target)

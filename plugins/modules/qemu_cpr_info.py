@@ -294,6 +294,40 @@ vms:
     chardev_options:
       description: The C(-chardev) options of QEMU's command line, by chardev id (C(close-on-cpr), C(reopen-on-cpr)...).
       type: dict
+    session:
+      description:
+        - The VM's live-upgrade session, or null. A session with RV(vms[].session.stuck) was interrupted (its
+          process is gone), and M(cpr.qemu.qemu_cpr_recover) settles it. While a VM has a session it is ready
+          for no dialect.
+      type: dict
+      contains:
+        token:
+          description: Identifies the session.
+          type: str
+        dialect:
+          description: The CPR dialect of the upgrade.
+          type: str
+        step:
+          description: How far it got - C(saved), C(switching), C(failed), C(switched).
+          type: str
+        started:
+          description: When it started (seconds since the epoch).
+          type: float
+        age_s:
+          description: Seconds since it started.
+          type: float
+        owner_alive:
+          description: Whether the process that drives its switch still runs.
+          type: bool
+        stuck:
+          description: True when it was interrupted (past C(saved) and no process drives it).
+          type: bool
+        old_qemu_alive:
+          description: Whether the VM's QEMU from before the upgrade still runs.
+          type: bool
+        new_qemu_alive:
+          description: C(cpr-transfer) only - whether the new QEMU it started still runs.
+          type: bool
     dialects:
       description: Per CPR dialect (C(cpr-exec), C(live-update), C(cpr-transfer)), whether this VM can use it.
       type: dict

@@ -25,6 +25,11 @@ description:
   - If the switch fails and QEMU allows it, the guest is resumed on the old QEMU and the lock is
     released; RV(guest) says where the guest runs. Where it does not, the module fails with the
     recovery steps in its message and keeps the lock.
+  - The switch runs in a child process of its own session, with no terminal and SIGHUP, SIGINT and
+    SIGTERM ignored; the module waits for it. Ctrl-C, a dropped SSH connection or a killed module
+    cannot interrupt a guest's pause, since the child finishes the switch and records its outcome in the
+    VM's session. A switch that is itself killed (SIGKILL, the OOM killer) leaves a session that
+    M(cpr.qemu.qemu_cpr_info) reports as stuck and M(cpr.qemu.qemu_cpr_recover) settles.
 author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
@@ -65,6 +70,7 @@ options:
     description:
       - Seconds the switch may take from the pause to the guest running on the new QEMU before it is
         rolled back (or, where it cannot be, reported).
+      - At least 5; a new QEMU needs that to start and load even on a busy host.
     type: float
     default: 60.0
 seealso:
@@ -165,6 +171,9 @@ from ansible_collections.cpr.qemu.plugins.module_utils import process, session, 
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
+MIN_SWITCH_TIMEOUT = 5.0
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -182,6 +191,9 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    if p["switch_timeout"] < MIN_SWITCH_TIMEOUT:
+        module.fail_json(msg="switch_timeout must be at least %s seconds (it is %s); nothing was changed"
+                         % (MIN_SWITCH_TIMEOUT, p["switch_timeout"]))
     if p["sessions"] is not None:
         switches = upgrade.switch_at_once(p["sessions"], timeout=p["timeout"], switch_timeout=p["switch_timeout"],
                                           check_mode=module.check_mode)

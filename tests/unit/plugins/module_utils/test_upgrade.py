@@ -3,7 +3,11 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
+import signal
 import threading
+
+import pytest
 
 from ansible_collections.cpr.qemu.plugins.module_utils import upgrade
 
@@ -12,7 +16,7 @@ def test_switch_at_once_runs_the_switches_together_and_keeps_each_outcome(monkey
     # Each fake switch waits for the other two: this passes only if all three run at the same time.
     together = threading.Barrier(3, timeout=5)
 
-    def fake_switch(given, **kwargs):
+    def fake_switch(given, argv, timeout, switch_timeout):
         together.wait()
         if given["vm"] == "b":
             raise upgrade.UpgradeError("b: cpr-transfer rolled back", guest="old QEMU, PID 2, running",
@@ -21,22 +25,45 @@ def test_switch_at_once_runs_the_switches_together_and_keeps_each_outcome(monkey
             raise KeyError("pid")
         return True, dict(given, new_pid=10, pause_ms=12.5), "a switched"
 
-    monkeypatch.setattr(upgrade, "switch", fake_switch)
+    monkeypatch.setattr(upgrade, "_switch", fake_switch)
     out = upgrade.switch_at_once([{"vm": "a"}, {"vm": "b"}, {"vm": "c"}])
     assert [o["vm"] for o in out] == ["a", "b", "c"]
     assert out[0] == {"vm": "a", "changed": True, "failed": False, "msg": "a switched",
                       "session": {"vm": "a", "new_pid": 10, "pause_ms": 12.5}, "pause_ms": 12.5, "new_pid": 10}
     assert out[1]["failed"] and out[1]["recovered"] and out[1]["guest"] == "old QEMU, PID 2, running"
-    assert out[2]["failed"] and "unexpectedly" in out[2]["msg"] and "qemu_cpr_info" in out[2]["msg"]
+    assert out[2]["failed"] and "unexpectedly" in out[2]["msg"] and "qemu_cpr_recover" in out[2]["msg"]
+    assert out[2]["recovered"] is False and out[2]["guest"] == "unknown"
 
 
-def test_switch_at_once_with_one_session_stays_in_this_thread(monkeypatch):
-    threads = []
+def test_a_session_that_needs_no_switch_starts_no_child(monkeypatch):
+    def never(*args):
+        raise AssertionError("switched")
 
-    def fake_switch(given, **kwargs):
-        threads.append(threading.current_thread())
-        return False, given, "already runs it"
+    monkeypatch.setattr(upgrade, "_switch", never)
+    out = upgrade.switch_at_once([{"vm": "a", "noop": True}, {"vm": "b", "check_mode": True, "new_binary": "q",
+                                                              "dialect": "cpr-exec"}])
+    assert [o["changed"] for o in out] == [False, True]
+    assert upgrade.switch({"vm": "c", "new_binary": "q", "dialect": "cpr-exec"}, check_mode=True)[0] is True
 
-    monkeypatch.setattr(upgrade, "switch", fake_switch)
-    out = upgrade.switch_at_once([{"vm": "a", "noop": True}])
-    assert threads == [threading.main_thread()] and out[0]["changed"] is False
+
+def test_the_switch_runs_detached_and_ignores_the_signals_of_a_dying_session(monkeypatch):
+    """SIGINT (Ctrl-C), SIGHUP (SSH gone) and SIGTERM do not stop the switch; it runs in a session of its own."""
+    def fake_switch(given, argv, timeout, switch_timeout):
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            os.kill(os.getpid(), sig)
+        return True, dict(given, pid=os.getpid(), sid=os.getsid(0)), "switched"
+
+    monkeypatch.setattr(upgrade, "_switch", fake_switch)
+    changed, s, _msg = upgrade.switch({"vm": "a"})
+    assert changed and s["pid"] != os.getpid() and s["sid"] == s["pid"]
+
+
+def test_a_switch_killed_on_the_way_is_reported_as_not_known(monkeypatch):
+    def fake_switch(given, argv, timeout, switch_timeout):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(upgrade, "_switch", fake_switch)
+    with pytest.raises(upgrade.UpgradeError) as e:
+        upgrade.switch({"vm": "a"})
+    assert "ended without a result (killed by signal 9)" in e.value.message
+    assert e.value.details == {"guest": "unknown", "recovered": False}

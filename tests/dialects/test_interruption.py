@@ -1,0 +1,137 @@
+"""Interruptions: the module signalled mid-switch, the switching process killed at each named point.
+
+The real qemu_cprexec module runs as a process of its own, as Ansible runs it,
+with the test-only fault hook (plugins/module_utils/fault.py) holding or
+killing the switch at a point.  Whatever happens, qemu_cpr_recover's logic then
+settles the VM, and the guest's console proves one continuous life, exactly
+one QEMU process is left for it, and no lock or file of the switch remains.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import vmlab
+from conftest import NO_STATE, switch_state
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, recover, session as sessions, upgrade
+from ansible_collections.cpr.qemu.plugins.modules import qemu_cprexec
+
+TARGET = "/usr/bin/qemu-system-x86_64"
+
+
+def _vm(lab_vm, dialect, name):
+    if dialect == "cpr-exec":
+        return lab_vm(name, binary_copy=True, event_monitor=True)
+    if dialect == "cpr-transfer":
+        return lab_vm(name, qemu="10.0", event_monitor=True)
+    return lab_vm(name, qemu="sim", mem_mb=64, binary_copy=True)
+
+
+def _prepare(vm, dialect):
+    if dialect == "cpr-exec":
+        kw = {"dialect": "cpr-exec"}
+        binary = TARGET
+    elif dialect == "cpr-transfer":
+        kw = {"dialect": "cpr-transfer", "new_root": vmlab.ROOT, "launcher": vmlab.launcher()}
+        binary = TARGET
+    else:
+        kw, binary = {}, vmlab.SIM_BIN
+    changed, s, _msg = upgrade.prepare(vm.qmp_socket, binary, **kw)
+    assert changed and s["dialect"] == dialect
+    return s
+
+
+def _module(given, fault_spec, tmp_path):
+    """qemu_cprexec as Ansible runs it: its own process, arguments from a file, result on stdout."""
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"session": given, "switch_timeout": 60}}))
+    env = dict(os.environ, **{fault.ENV: fault_spec})
+    return subprocess.Popen([sys.executable, qemu_cprexec.__file__, str(args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _held(given):
+    try:
+        return sessions.load(given)
+    except sessions.LockError:
+        return None
+
+
+def _wait(what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what.__doc__)
+
+
+def _settle_and_prove(vm, dialect, expected_action, before):
+    settled = recover.settle_all([vm.qmp_socket], timeout=20)
+    assert [s["action"] for s in settled] == [expected_action], settled
+    assert settled[0]["recovered"], settled[0]["msg"]
+    survivors = vm.successors() + ([(vm.pid, vm.starttime)] if vm.running() else [])
+    assert len(survivors) == 1, "QEMU processes left for the VM: %s" % survivors
+    if survivors[0][0] != vm.pid:
+        vm.adopt(survivors[0][0])
+    assert vm.qmp("query-status")["status"] == "running"
+    after = vm.wait_ticks(3)
+    assert after.problems() == [] and len(after.boots) == 1
+    assert after.fill_sum == before.fill_sum
+    assert switch_state(vm) == NO_STATE
+    return settled[0]
+
+
+# One per dialect: the module gets SIGKILL, SIGHUP (SSH gone, become over a tty) or SIGINT (Ctrl-C) while its
+# switch is held at a point; the switch goes on to the end without it.
+@pytest.mark.parametrize("dialect, point, sig", [
+    ("cpr-exec", "after-stop", signal.SIGKILL),
+    ("cpr-transfer", "after-completed", signal.SIGHUP),
+    ("live-update", "after-exec", signal.SIGINT),
+])
+def test_the_switch_finishes_when_the_module_dies(lab_vm, tmp_path, dialect, point, sig):
+    vm = _vm(lab_vm, dialect, "int-mod-" + dialect)
+    before = vm.evidence()
+    given = _prepare(vm, dialect)
+    module = _module(given, "%s:sleep=2" % point, tmp_path)
+    _wait(lambda: (_held(given) or {}).get("step") == "switching", 30)
+    time.sleep(0.5)  # the switch is now held at the point
+    os.killpg(module.pid, sig)
+    module.wait(timeout=30)
+    assert module.returncode != 0
+    held = _wait(lambda: (_held(given) or {}).get("step") == "switched" and _held(given), 60)
+    assert held["owner"]["pid"] != module.pid  # the switch ran in a process of its own
+    _settle_and_prove(vm, dialect, "finished", before)
+
+
+# The process that runs the switch is killed (SIGKILL, the OOM killer) at each point it passes.
+POINTS = {
+    "cpr-exec": (("before-migrate", "rolled-back"), ("after-stop", "finished"), ("after-completed", "finished"),
+                 ("after-exec", "finished"), ("after-cont", "finished")),
+    "cpr-transfer": (("before-migrate", "rolled-back"), ("after-stop", "finished"), ("after-completed", "finished"),
+                     ("after-exec", "finished"), ("after-cont", "finished"), ("before-kill-old", "finished")),
+    "live-update": (("before-migrate", "rolled-back"), ("after-stop", "rolled-back"), ("after-exec", "finished"),
+                    ("after-cont", "finished")),
+}
+KILLED = [(dialect, point, action) for dialect, points in POINTS.items() for point, action in points]
+
+
+@pytest.mark.parametrize("dialect, point, action", KILLED)
+def test_a_switch_killed_at_each_point_is_settled(lab_vm, tmp_path, dialect, point, action):
+    vm = _vm(lab_vm, dialect, "int-kill-%s-%s" % (dialect, point))
+    before = vm.evidence()
+    given = _prepare(vm, dialect)
+    module = _module(given, "%s:kill" % point, tmp_path)
+    out, _err = module.communicate(timeout=120)
+    result = json.loads(out)
+    assert result["failed"] and result["recovered"] is False and result["guest"] == "unknown", result
+    assert "qemu_cpr_recover" in result["msg"]
+    held = _held(given)
+    assert held["step"] == "switching" and not recover.owner_alive(held)
+    assert recover.describe(held)["stuck"]
+    _settle_and_prove(vm, dialect, action, before)
