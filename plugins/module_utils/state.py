@@ -18,9 +18,9 @@ Two directories per VM:
   put in place, and creates, changes and removes entries only through the
   directory's file descriptor.
 
-Each VM has its own of both, keyed by its QMP socket as QEMU was given it and
-the root QEMU runs in (stable across the new PID of a cpr-transfer), so VMs
-whose sockets share one directory upgrade side by side.
+Each VM has its own of both, keyed by its QMP socket (stable across the new
+PID and root of a cpr-transfer), so VMs whose sockets share one directory
+upgrade side by side.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -46,17 +46,14 @@ class StateError(Exception):
     pass
 
 
-def vm_key(qemu_root, qmp_socket_as_given, cwd="/"):
-    """A name for one VM's state: its QMP socket as QEMU was given it, in the root QEMU runs in."""
-    path = os.path.normpath(os.path.join(cwd, qmp_socket_as_given))
-    digest = hashlib.sha256(("%s\0%s" % (qemu_root, path)).encode("utf-8", "surrogateescape")).hexdigest()
-    return "%s-%s" % (re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path))[:40], digest[:16])
-
-
-def key_of(pid, qmp_socket_as_given, proc="/proc"):
-    """vm_key of the VM that process PID runs."""
-    base = "%s/%d" % (proc, pid)
-    return vm_key(os.readlink(base + "/root"), qmp_socket_as_given, os.readlink(base + "/cwd"))
+def vm_key(qmp_socket):
+    """A name for one VM's state: its QMP socket's name in its directory, that directory known by (device,
+    inode), which the old and the new QEMU share whatever root each runs in.  ``qmp_socket`` is a path that
+    reaches the socket from here (through /proc/PID/root for a QEMU in another root)."""
+    st = os.stat(os.path.dirname(qmp_socket) or ".")
+    name = os.path.basename(qmp_socket)
+    digest = hashlib.sha256(("%d:%d:%s" % (st.st_dev, st.st_ino, name)).encode("utf-8", "surrogateescape"))
+    return "%s-%s" % (re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40], digest.hexdigest()[:16])
 
 
 def _root_only_dir(path):

@@ -108,6 +108,14 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         label = _label(facts, qmp_socket)
         pid = facts["pid"]
         argv = process.read_argv(pid)
+        qmp_as_given = process.qmp_socket_as_given(pid, argv, qmp_socket)
+        if qmp_as_given is None:
+            raise UpgradeError("%s: %s is not a QMP socket on QEMU's command line; the new QEMU could not "
+                               "recreate it" % (label, qmp_socket))
+        key = state.vm_key(qmp_socket)
+        # An interrupted upgrade may have left the guest paused on the target binary: never call that current.
+        if os.path.lexists(sessions.lock_path(state.lock_dir(key))):
+            raise UpgradeError("%s: %s" % (label, sessions.held_message(state.lock_dir(key))))
         chosen, via = _choose(dialect, facts, label)
         root = _binary_root(chosen, pid, new_root)
         target = _probe(new_binary, root, facts, label)
@@ -118,16 +126,11 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             base["noop"] = True
             return False, base, "%s already runs %s (QEMU %s)" % (label, new_binary, facts["version"])
 
-        qmp_as_given = process.qmp_socket_as_given(pid, argv, qmp_socket)
-        if qmp_as_given is None:
-            raise UpgradeError("%s: %s is not a QMP socket on QEMU's command line; the new QEMU could not "
-                               "recreate it" % (label, qmp_socket))
         new_argv = validation.derive_argv(argv, new_binary, facts["machine"]["type"])
         _check_new_argv(new_argv, facts, qmp_as_given, chosen, label)
 
         work_dir = state_dir or state.work_dir_for(qmp_as_given)
         uid, gid, _groups = process.credentials(pid)
-        key = state.key_of(pid, qmp_as_given)
         s = dict(base, token=sessions.new_token(), started=time.time(), step="saved",
                  qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid, gid=gid,
                  runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,

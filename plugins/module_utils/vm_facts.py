@@ -159,13 +159,10 @@ def gather(conn):
     }
 
 
-def session_of(pid, address):
-    """The live-upgrade session this VM has (recover.describe), or None."""
+def session_of(address):
+    """The live-upgrade session of the VM behind this QMP socket (recover.describe), or None."""
     try:
-        as_given = process.qmp_socket_as_given(pid, process.read_argv(pid), address)
-        if as_given is None:
-            return None
-        held = session.read(state.lock_dir(state.key_of(pid, as_given)))
+        held = session.read(state.lock_dir(state.vm_key(address)))
     except (OSError, ValueError, state.StateError):
         return None
     return recover.describe(held)
@@ -187,7 +184,7 @@ def inspect(address, timeout, target=None):
         return {"qmp_socket": address, "error": "cannot read the QEMU process: %s" % e,
                 "error_kind": "process"}
     facts["qmp_socket"] = address
-    facts["session"] = session_of(facts["pid"], address)
+    facts["session"] = session_of(address)
     facts["dialects"], facts["preferred_dialect"] = readiness.assess(facts)
     if target is not None:
         facts["target"] = readiness.assess_target(facts, target)

@@ -32,19 +32,9 @@ def lab_vm(request):
         return vm
     yield start
     for vm in started:
+        lock_dir = os.path.join(state.LOCK_BASE, state.vm_key(vm.qmp_socket))  # while its directory exists
         vm.stop()
-        for lock_dir in lock_dirs(vm):
-            shutil.rmtree(lock_dir)
-
-
-def lock_dirs(vm):
-    """The VM's root-only state directories in /run/cpr-qemu (state.vm_key of its QMP socket)."""
-    found = []
-    for root in set(["/", vmlab.ROOT]):
-        key = state.vm_key(root, vm.qmp_socket)
-        if os.path.isdir(os.path.join(state.LOCK_BASE, key)):
-            found.append(os.path.join(state.LOCK_BASE, key))
-    return found
+        shutil.rmtree(lock_dir, ignore_errors=True)
 
 
 def switch_state(vm):

@@ -71,6 +71,16 @@ def _wait(what, timeout=60):
     raise AssertionError("timed out waiting for %s" % what.__doc__)
 
 
+def _refusal(vm, dialect):
+    """A new upgrade's refusal, once a QEMU answers at the VM's socket (an exec may be under way)."""
+    kw = {"new_root": vmlab.ROOT, "launcher": vmlab.launcher()} if dialect == "cpr-transfer" else {}
+    try:
+        upgrade.prepare(vm.qmp_socket, TARGET if dialect != "live-update" else vmlab.SIM_BIN, **kw)
+    except upgrade.UpgradeError as e:
+        return None if e.details.get("error_kind") else e.message
+    raise AssertionError("a VM with an interrupted upgrade was prepared again")
+
+
 def _settle_and_prove(vm, dialect, expected_action, before):
     settled = recover.settle_all([vm.qmp_socket], timeout=20)
     assert [s["action"] for s in settled] == [expected_action], settled
@@ -134,4 +144,6 @@ def test_a_switch_killed_at_each_point_is_settled(lab_vm, tmp_path, dialect, poi
     held = _held(given)
     assert held["step"] == "switching" and not recover.owner_alive(held)
     assert recover.describe(held)["stuck"]
+    # Whatever QEMU answers at the VM's socket now, a new upgrade is refused, never found "already current".
+    assert "another live upgrade of this VM is in progress" in _wait(lambda: _refusal(vm, dialect), 30)
     _settle_and_prove(vm, dialect, action, before)

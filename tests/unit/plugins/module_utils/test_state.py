@@ -15,17 +15,22 @@ from ansible_collections.cpr.qemu.plugins.module_utils import state
 QEMU_UID, QEMU_GID, OTHER_UID = 64055, 64055, 1000
 
 
-def test_keys_are_per_socket_and_root_and_stable():
-    a = state.vm_key("/", "/var/run/qemu-server/100.qmp")
-    assert a.startswith("100.qmp-") and a == state.vm_key("/", "/var/run/qemu-server/100.qmp")
-    assert a != state.vm_key("/", "/var/run/qemu-server/101.qmp")  # one directory, two VMs
-    assert a != state.vm_key("/srv/root", "/var/run/qemu-server/100.qmp")
-    assert state.vm_key("/", "qmp.sock", "/run/vm") == state.vm_key("/", "/run/vm/qmp.sock")
+def test_keys_are_per_socket_and_stable_across_the_ways_to_reach_it(tmp_path):
+    (tmp_path / "vms").mkdir()
+    (tmp_path / "other").mkdir()
+    os.symlink(str(tmp_path / "vms"), str(tmp_path / "link"))
+    a = state.vm_key(str(tmp_path / "vms" / "100.qmp"))
+    assert a.startswith("100.qmp-") and a == state.vm_key(str(tmp_path / "vms" / "100.qmp"))
+    assert a != state.vm_key(str(tmp_path / "vms" / "101.qmp"))  # one directory, two VMs
+    assert a != state.vm_key(str(tmp_path / "other" / "100.qmp"))
+    # The new QEMU of a cpr-transfer may reach the same directory through another root.
+    assert a == state.vm_key(str(tmp_path / "link" / "100.qmp"))
+    assert a == state.vm_key("/proc/%d/root%s" % (os.getpid(), tmp_path / "vms" / "100.qmp"))
 
 
 def test_lock_dirs_are_root_only(tmp_path):
     base = str(tmp_path / "base")
-    path = state.lock_dir(state.vm_key("/", "/run/vm/qmp.sock"), base, create=True)
+    path = state.lock_dir(state.vm_key(str(tmp_path / "qmp.sock")), base, create=True)
     for p in (base, path):
         st = os.lstat(p)
         assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
@@ -39,7 +44,7 @@ def test_a_symlinked_lock_base_is_refused(tmp_path):
     (tmp_path / "elsewhere").mkdir(mode=0o700)
     os.symlink(str(tmp_path / "elsewhere"), str(tmp_path / "base"))
     with pytest.raises(state.StateError, match="remove it"):
-        state.lock_dir(state.vm_key("/", "/x"), str(tmp_path / "base"), create=True)
+        state.lock_dir(state.vm_key(str(tmp_path / "x")), str(tmp_path / "base"), create=True)
 
 
 @pytest.fixture
