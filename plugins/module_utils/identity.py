@@ -160,6 +160,11 @@ def _cwd(pid, proc, root):
     return seen if (here.st_dev, here.st_ino) == (named.st_dev, named.st_ino) else None
 
 
+# A systemd unit name (systemd.unit(5)): whoever may name a cgroup (a delegated user manager) could
+# otherwise hand systemctl an option, such as --host=USER@HOST, that makes root run ssh.
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,250}\.service$")
+
+
 def service_of(cgroups):
     """The systemd service whose cgroup (or a cgroup below it) holds the process, or None."""
     for cg in cgroups:
@@ -171,13 +176,14 @@ def service_of(cgroups):
 
 
 def unit_main_pid(unit):
-    """The unit's MainPID as systemd says, or None when systemd cannot be asked."""
-    systemctl = shutil.which("systemctl")
-    if not systemctl:
+    """The unit's MainPID as systemd says, or None when systemd cannot be asked (or the name is no unit's)."""
+    systemctl = shutil.which("systemctl", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not systemctl or not _UNIT_NAME.match(unit):
         return None
     try:
-        out = subprocess.run([systemctl, "show", "-p", "MainPID", "--value", unit], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10, check=False)
+        out = subprocess.run([systemctl, "show", "-p", "MainPID", "--value", "--", unit], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10, check=False,
+                             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}, cwd="/")
     except (OSError, subprocess.SubprocessError):
         return None
     value = out.stdout.decode(errors="replace").strip()
@@ -281,7 +287,7 @@ def _cap_problems(ident):
     return []
 
 
-def _argv_chroots(argv):
+def argv_chroots(argv):
     """The directory QEMU's own options tell it to chroot into after start-up, or None."""
     for _i, name, value in process.iter_options(argv or []):
         if name == "chroot" and value is not None:
@@ -315,7 +321,7 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
                      % (ident["cwd_seen"], ident["root"]))
     found += _env_problems(ident["environ"])
     found += _cap_problems(ident)
-    chroot = _argv_chroots(argv)
+    chroot = argv_chroots(argv)
     if chroot is not None and ident["uid"] != 0:
         found.append("it chroots itself into %s after start-up as uid %d; a new QEMU started as that uid cannot"
                      % (chroot, ident["uid"]))

@@ -80,6 +80,16 @@ def shared_ram_blockers(facts):
     return reasons
 
 
+def transfer_blockers(facts):
+    """A new PID ends a systemd service whose main process the VM's QEMU is: systemd kills the new QEMU too."""
+    ident = facts.get("runs_as") or {}
+    if ident.get("systemd_unit") and ident.get("systemd_main_pid") in (None, facts["pid"]):
+        return ["QEMU is%s the main process of systemd service %s, which stops (killing a new QEMU with it) when "
+                "that process exits: use a dialect that keeps the PID (cpr-exec)"
+                % ("" if ident.get("systemd_main_pid") else " maybe", ident["systemd_unit"])]
+    return []
+
+
 def exec_blockers(facts):
     if facts["exec_denied"]:
         return ["QEMU runs under -sandbox on,spawn=deny, which forbids the exec this dialect needs "
@@ -105,6 +115,8 @@ def assess(facts):
         reasons = list(common)
         if dialect in ("cpr-exec", "cpr-transfer"):
             reasons += shared_ram_blockers(facts)
+        if dialect == "cpr-transfer":
+            reasons += transfer_blockers(facts)
         if dialect in ("cpr-exec", "live-update"):
             reasons += exec_blockers(facts)
         if dialect == "live-update":

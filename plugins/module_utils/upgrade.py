@@ -21,8 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, detached, live_update, process, qemu_binary, readiness, session as sessions, state,
-    validation, vm_facts)
+    cpr_exec, cpr_transfer, detached, identity, live_update, process, qemu_binary, readiness, session as sessions,
+    state, validation, vm_facts)
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
@@ -88,8 +88,12 @@ def _probe(path, root, facts, label):
 
 def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
+    old_argv = process.read_argv(facts["pid"])
     if dialect == cpr_transfer.MODE:
-        problems += cpr_transfer.identity_problems({"pid": facts["pid"], "old_argv": process.read_argv(facts["pid"])})
+        problems += cpr_transfer.identity_problems({"pid": facts["pid"], "old_argv": old_argv})
+    elif identity.argv_chroots(old_argv) is not None and process.credentials(facts["pid"])[0] != 0:
+        problems.append("QEMU chrooted itself into %s and runs unprivileged: the new binary would be looked "
+                        "up inside that chroot, where it cannot chroot again" % identity.argv_chroots(old_argv))
     if dialect == live_update.MODE:
         proto = live_update.protocol(facts)[0]
         problems += validation.check_live_update_fds(facts["pid"], argv, [c["label"] for c in facts["chardevs"]],
@@ -127,6 +131,10 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             return False, base, "%s already runs %s (QEMU %s)" % (label, new_binary, facts["version"])
 
         new_argv = validation.derive_argv(argv, new_binary, facts["machine"]["type"])
+        if chosen in EXEC_DIALECTS:
+            # The exec'd QEMU already runs as the user QEMU dropped to: its -run-with user= would try again
+            # (setgroups as that user) and die, the guest with it.
+            new_argv = identity.argv_for(new_argv, identity.capture(pid))
         _check_new_argv(new_argv, facts, qmp_as_given, chosen, label)
 
         work_dir = state_dir or state.work_dir_for(qmp_as_given)
@@ -193,12 +201,14 @@ def _recheck(conn, s, argv, label):
     dialect = DIALECTS[s["dialect"]]
     if changed_argv or not dialect.is_armed(conn, s):
         dialect.arm(conn, s)
-    if s["dialect"] in EXEC_DIALECTS:
-        fd = state.open_work_dir(qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
-        try:
+    fd = state.open_work_dir(qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
+    try:
+        if s["dialect"] in EXEC_DIALECTS:
             state.create_file(fd, os.path.basename(s["state_file"]), s["uid"], s["gid"])
-        finally:
-            os.close(fd)
+    finally:
+        os.close(fd)
+    if s["dialect"] == cpr_transfer.MODE:
+        cpr_transfer.SocketDir(s, s["pid"]).close()  # its directory must be reachable before the pause
 
 
 def _abandon(conn, s):

@@ -90,7 +90,8 @@ def untrusted_reason(pid):
 def runs_as(pid):
     """Who the VM's QEMU runs as: what a live upgrade must keep (its environment stays private)."""
     ident = identity.capture(pid)
-    return dict((k, ident[k]) for k in ("uid", "gid", "groups", "umask", "cgroups", "lsm_label", "systemd_unit"))
+    return dict((k, ident[k]) for k in ("uid", "gid", "groups", "umask", "cgroups", "lsm_label", "systemd_unit",
+                                        "systemd_main_pid"))
 
 
 def gather(conn):
@@ -99,6 +100,7 @@ def gather(conn):
     argv = process.read_argv(pid)
     parsed = process.parse_argv(argv)
     masked = process.mask_argv(argv)
+    untrusted = untrusted_reason(pid)
     version = conn.execute("query-version")
     v = version["qemu"]
     status = conn.execute("query-status")
@@ -130,8 +132,9 @@ def gather(conn):
         "pid": pid,
         "name": parsed["name"],
         "binary": process.binary_facts(pid),
-        "untrusted": untrusted_reason(pid),
-        "runs_as": runs_as(pid),
+        "untrusted": untrusted,
+        # Nothing is asked of the system about a process the collection does not act for.
+        "runs_as": None if untrusted else runs_as(pid),
         "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
         "package": version.get("package", "").strip(),
         "runstate": status["status"],

@@ -255,8 +255,12 @@ vms:
           description: Its LSM label, or null where it has none (or is unconfined).
           type: str
         systemd_unit:
-          description: The systemd service its cgroup names, or null.
+          description: The systemd service its cgroup names, or null. A QEMU that is the service's main process
+            is ready for no dialect that changes the PID (C(cpr-transfer)).
           type: str
+        systemd_main_pid:
+          description: That service's main PID, from systemd, or null where systemd could not be asked.
+          type: int
     untrusted:
       description:
         - Why the collection will not act for this VM, or null. A QEMU process is trusted only if the executable

@@ -1,14 +1,25 @@
-"""cpr-transfer keeps who the VM runs as: its successor gets the old QEMU's identity.
+"""Every dialect keeps who the VM runs as.
 
-A VM running as nobody, in a pids cgroup of its own, is moved from QEMU 10.0 to
-11.1 (in the trixie root, through the lab's launcher) by the modules' three
-steps.  The new QEMU must have the old one's uid, gid, groups, working
-directory, umask and cgroups, and the guest one continuous life.
+cpr-transfer: a VM running as nobody, in a pids cgroup of its own, is moved
+from QEMU 10.0 to 11.1 (in the trixie root, through the lab's launcher) by the
+modules' three steps.  The new QEMU must have the old one's uid, gid, groups,
+working directory, umask and cgroups, and the guest one continuous life.
+
+cpr-exec (11.1) and the live-update series (the simulator): the same process
+exec's the new binary; it must come out with the same uid, gid, groups,
+cgroups, umask and working directory, and qemu_cpr_info's ``runs_as`` must not
+change.  Both ways of running as nobody are tried for cpr-exec: started as
+nobody, and dropped by QEMU itself (-run-with user=).
 """
+import os
+import shutil
+import tempfile
+
 import pytest
 
 import vmlab
-from ansible_collections.cpr.qemu.plugins.module_utils import identity, upgrade
+from conftest import NO_STATE, switch_state
+from ansible_collections.cpr.qemu.plugins.module_utils import identity, upgrade, vm_facts
 
 TARGET = "/usr/bin/qemu-system-x86_64"
 NOBODY, NOGROUP = 65534, 65534
@@ -60,3 +71,71 @@ def test_cpr_transfer_keeps_user_groups_cwd_umask_and_cgroups(lab_vm, drop_by):
     evidence = vm.wait_ticks(3, timeout=120)
     assert evidence.problems() == []
     assert len(evidence.boots) == 1
+
+
+# ---------------------------------------------------------------- the exec dialects: same process, same identity
+
+# What an exec keeps: the environment is QEMU's business (the live-update series adds its QEMU_FD_* entries).
+EXEC_KEPT = tuple(k for k in KEPT if k != "environ")
+
+
+def _root_owned_copy(source, directory, cleanup_list):
+    """A copy of a binary where root alone could have put it: a VM running as nobody keeps its binary copy in
+    its run directory, which is nobody's, and such a binary is untrusted (trust.py), so the target is a copy
+    of root's instead."""
+    path = os.path.join(directory, "qemu-system-x86_64-%s-%d" % (os.path.basename(vmlab.RUN_BASE), os.getpid()))
+    shutil.copy2(source, path)
+    cleanup_list.append(path)
+    return path
+
+
+@pytest.fixture
+def copies():
+    made = []
+    yield made
+    for path in made:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+def _exec_upgrade(vm, binary, dialect):
+    before, runs_as = identity.capture(vm.pid), vm_facts.inspect(vm.qmp_socket, 10.0)["runs_as"]
+    assert (before["uid"], before["gid"]) == (NOBODY, NOGROUP)
+    assert [c["path"] for c in before["cgroups"] if c["controllers"] == ["pids"]] == \
+        [vm.cgroup[len(vmlab.PIDS_CGROUP):]]
+    changed, s, _msg = upgrade.prepare(vm.qmp_socket, binary, dialect=dialect)
+    assert changed and s["dialect"] == dialect
+    _changed, s, _msg = upgrade.switch(s, switch_timeout=120.0)
+    _changed, result, _msg = upgrade.verify(s)
+    assert result["new_pid"] == vm.pid
+    after = identity.capture(vm.pid)
+    assert dict((k, _kept(after)[k]) for k in EXEC_KEPT) == dict((k, _kept(before)[k]) for k in EXEC_KEPT)
+    assert vm_facts.inspect(vm.qmp_socket, 10.0)["runs_as"] == runs_as
+    assert switch_state(vm) == NO_STATE
+    evidence = vm.wait_ticks(3, timeout=120)
+    assert evidence.problems() == [] and len(evidence.boots) == 1
+    return result
+
+
+@pytest.mark.parametrize("drop_by", ["launch", "qemu"])
+def test_cpr_exec_keeps_user_groups_and_cgroups(lab_vm, copies, drop_by):
+    """drop_by=qemu: QEMU dropped to nobody itself (-run-with user=65534:65534).  A fresh QEMU 11.1 started
+    as nobody with that option dies ("Failed to setgroups(1, [65534])"); an exec'd 11.1.3 was seen to
+    live on with it, but the modules take no chance on other builds: the exec'd argv drops QEMU's own
+    privilege options once the process runs unprivileged (it runs as that user already)."""
+    vm = lab_vm("idx-%s" % drop_by, qemu="11.1", uid=NOBODY, gid=NOGROUP, drop_by=drop_by, own_cgroup=True)
+    target = _root_owned_copy(vmlab.ROOT + TARGET, vmlab.ROOT + "/usr/local/bin", copies)
+    result = _exec_upgrade(vm, target[len(vmlab.ROOT):], "cpr-exec")
+    assert result["new_version"].startswith("11.1")
+    with open("/proc/%d/cmdline" % vm.pid, "rb") as f:
+        assert b"-run-with" not in f.read().split(b"\0")
+
+
+def test_live_update_keeps_user_groups_and_cgroups(lab_vm, copies):
+    vm = lab_vm("idx-lu", qemu="sim", series=5, mem_mb=64, uid=NOBODY, gid=NOGROUP, own_cgroup=True)
+    directory = tempfile.mkdtemp(prefix="cpr-identity-", dir="/var/lib")
+    copies.append(directory)
+    os.chmod(directory, 0o755)
+    _exec_upgrade(vm, _root_owned_copy(vmlab.SIM_BIN, directory, []), "live-update")
