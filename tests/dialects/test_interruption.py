@@ -108,6 +108,7 @@ def test_the_switch_finishes_when_the_module_dies(lab_vm, tmp_path, dialect, poi
     vm = _vm(lab_vm, dialect, "int-mod-" + dialect)
     before = vm.evidence()
     given = _prepare(vm, dialect)
+    assert vm.lock_dir() == given["lock_dir"]  # the lab cleans up what the modules name so
     module = _module(given, "%s:sleep=2" % point, tmp_path)
     _wait(lambda: (_held(given) or {}).get("step") == "switching", 30)
     time.sleep(0.5)  # the switch is now held at the point

@@ -19,6 +19,7 @@ integration targets: ``vmlab.py start NAME [options]``, ``vmlab.py stop NAME``,
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import time
 
 CACHE = os.environ.get("CPR_LAB_CACHE", "/var/cache/cpr-qemu-lab")
 RUN_BASE = os.environ.get("CPR_LAB_RUN", "/run/cpr-qemu-lab")
+LOCK_BASE = "/run/cpr-qemu"
 ROOT = os.path.join(CACHE, "trixie")
 GUEST = os.path.join(CACHE, "guest")
 QEMU_BIN = "/usr/bin/qemu-system-x86_64"
@@ -389,8 +391,23 @@ class LabVM:
             self._reap()
             time.sleep(0.02)
         self._reap()
+        lock_dir = self.lock_dir()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        if lock_dir:
+            shutil.rmtree(lock_dir, ignore_errors=True)
         self._remove_cgroup()
+
+    def lock_dir(self):
+        """The cpr.qemu modules' root-only state directory of this VM (as plugins/module_utils/state.py
+        names it: the QMP socket's name in its directory, known by device and inode), if there is one."""
+        try:
+            st = os.stat(self.run_dir)
+        except OSError:
+            return None
+        name = os.path.basename(self.qmp_socket)
+        digest = hashlib.sha256(("%d:%d:%s" % (st.st_dev, st.st_ino, name)).encode()).hexdigest()[:16]
+        path = os.path.join(LOCK_BASE, "%s-%s" % (name, digest))
+        return path if os.path.isdir(path) else None
 
     def _remove_cgroup(self, timeout=10):
         """Remove the VM's cgroup once the kernel has let go of its last process."""
