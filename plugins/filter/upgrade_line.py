@@ -45,6 +45,9 @@ def upgrade_line(result):
             line += ", PID %s -> %s" % (result.get("pid_before"), result.get("pid_after"))
         if result.get("pause_ms") is not None:
             line += ", paused %.1f ms" % result["pause_ms"]
+    elif result.get("action") and result.get("step"):
+        # A session settled before planning (cpr.qemu.upgrade_recovery).
+        line += " (%s, interrupted at step %s)" % (result["action"], result["step"])
     else:
         line += " (QEMU %s)" % before
     if result.get("reason") and result.get("status") != "upgraded":

@@ -61,7 +61,10 @@ _value:
     - One result per VM of the batch, the plan entry with C(host), C(status) (V(upgraded), V(planned) in
       check mode, V(already-current), V(skipped) or V(failed)), C(reason), C(dialect), C(pid_after),
       C(version_after), C(pause_ms), C(paused_at) (QEMU's time of the pause, seconds since the epoch) and,
-      for a failure, C(guest) (where the guest is).
+      for a failure, C(guest) (where the guest is) and C(recovered) (whether the guest runs on its old QEMU,
+      as before; false when that is not known).
+    - A refused checkpoint is V(skipped) (or V(failed), see O(on_precheck_failure)) only when it was the VM's
+      own pre-check; a lock held by another run, a module that died or an unreachable host are V(failed).
   type: list
   elements: dict
 """
@@ -69,6 +72,8 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 UNPAUSED = "old QEMU, not paused"
+UNKNOWN = "unknown: check it with cpr.qemu.qemu_cpr_info and settle it with cpr.qemu.qemu_cpr_recover"
+HELD = "another live upgrade of this VM is in progress"
 
 
 def _record(entry, host, status, reason, **more):
@@ -76,6 +81,16 @@ def _record(entry, host, status, reason, **more):
                   pause_ms=None, paused_at=None)
     record.update(more)
     return record
+
+
+def _refused(save):
+    """Whether a failed qemu_cprsave was a pre-check refusal: the module answered and no other run holds the VM.
+
+    qemu_cprsave never pauses a guest, but a lock held by another run (or left by an interrupted one), a module
+    that died or a host that was unreachable are not the guest's own pre-checks."""
+    msg = save.get("msg") or ""
+    # (A refusal's result may carry an "exception" too: fail_json records the exception it was raised from.)
+    return not (HELD in msg or save.get("unreachable") or "module_stderr" in save or "MODULE FAILURE" in msg)
 
 
 def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip"):
@@ -88,8 +103,11 @@ def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip
     out = []
     for entry, save in zip(batch, save_results):
         if save.get("failed"):
-            out.append(_record(entry, host, "skipped" if on_precheck_failure == "skip" else "failed",
-                               save.get("msg", "the checkpoint failed"), guest=UNPAUSED))
+            refused = _refused(save)
+            status = "skipped" if refused and on_precheck_failure == "skip" else "failed"
+            out.append(_record(entry, host, status, save.get("msg", "the checkpoint failed"),
+                               guest=UNPAUSED if refused or HELD in (save.get("msg") or "") else UNKNOWN,
+                               recovered=refused or HELD in (save.get("msg") or "")))
             continue
         session = save.get("session") or {}
         if session.get("noop"):
@@ -100,11 +118,12 @@ def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip
         if outcome is None:
             # qemu_cprexec failed as a whole (it never reported this VM): where the guest is is unknown.
             out.append(_record(entry, host, "failed", switch.get("msg", "qemu_cprexec did not run"),
-                               dialect=session.get("dialect"), guest="unknown: check it with cpr.qemu.qemu_cpr_info"))
+                               dialect=session.get("dialect"), guest=UNKNOWN, recovered=False))
             continue
         if outcome.get("failed"):
+            # Only what the module says proves the guest safe; silence is no proof.
             out.append(_record(entry, host, "failed", outcome.get("msg"), dialect=session.get("dialect"),
-                               guest=outcome.get("guest", UNPAUSED)))
+                               guest=outcome.get("guest") or UNKNOWN, recovered=bool(outcome.get("recovered"))))
             continue
         load = next(loads_iter, {})
         switched = outcome.get("session") or {}
@@ -112,7 +131,7 @@ def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip
             out.append(_record(entry, host, "failed", load.get("msg", "qemu_cprload did not run"),
                                dialect=session.get("dialect"), pid_after=outcome.get("new_pid"),
                                pause_ms=outcome.get("pause_ms"), paused_at=switched.get("stop_time"),
-                               guest="new QEMU, PID %s, not verified" % outcome.get("new_pid")))
+                               guest="new QEMU, PID %s, not verified" % outcome.get("new_pid"), recovered=False))
             continue
         planned = bool(session.get("check_mode"))
         out.append(_record(entry, host, "planned" if planned else "upgraded",

@@ -46,6 +46,26 @@ options:
     type: str
     default: ""
     version_added: 0.2.0
+  targets:
+    description:
+      - Per-VM targets, as for a rollback to the binary each VM ran before. Each names a VM (C(vm), a guest name
+        or QMP socket) and its target C(binary) in C(root) (default V(/)), with the QEMU C(version) expected there
+        and optionally the C(launcher) that starts it (cpr-transfer).
+      - When given, the input holds one entry per VM and target (M(cpr.qemu.qemu_cpr_info) run once per distinct
+        C(binary) and C(root)); each named VM is planned against its own target and every other VM is skipped.
+        A named VM is moved even when its target is not newer; one whose target binary now reports another
+        version than C(version) is skipped with the reason.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.3.0
+  dialect:
+    description:
+      - The dialect the upgrade is asked for (V(auto) or one dialect), to refuse here a VM that only another
+        dialect could move (a target in another root than the VM's needs V(cpr-transfer)).
+    type: str
+    default: auto
+    version_added: 0.3.0
 """
 
 EXAMPLES = r"""
@@ -88,8 +108,36 @@ _value:
     pid_before:
       description: The VM's QEMU PID now.
       type: int
+    binary_before:
+      description: The binary the VM's QEMU runs now, C(path) inside C(root), what a rollback moves it back to.
+      type: dict
+      version_added: 0.3.0
+    target_binary:
+      description: The binary the VM would move to.
+      type: str
+      version_added: 0.3.0
+    target_root:
+      description: The root directory of RV(_value[].target_binary).
+      type: str
+      version_added: 0.3.0
+    switch_dialect:
+      description:
+        - The dialect the switch must use, or null for the one asked for. V(cpr-transfer) when the target lies in
+          another root than the VM's QEMU (the exec dialects run the new binary inside QEMU's own root).
+      type: str
+      version_added: 0.3.0
+    launcher:
+      description: The target's launcher (O(targets) only), or null.
+      type: list
+      version_added: 0.3.0
+    session:
+      description: The VM's live-upgrade session as M(cpr.qemu.qemu_cpr_info) reports it, or null.
+      type: dict
+      version_added: 0.3.0
 """
 
+import functools
+import os
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -106,11 +154,20 @@ def _name(vm):
     return vm.get("name") or vm.get("qmp_socket")
 
 
-def _entry(vm, action, reason="", precheck_failed=False):
+def _root(path):
+    return os.path.normpath(path or "/")
+
+
+def _entry(vm, action, reason="", precheck_failed=False, target_spec=None, switch_dialect=None):
     target = vm.get("target") or {}
+    binary = vm.get("binary") or {}
     return {"vm": _name(vm), "qmp_socket": vm.get("qmp_socket"), "action": action, "reason": reason,
-            "precheck_failed": precheck_failed, "dialect": vm.get("preferred_dialect"),
-            "version_before": vm.get("version"), "version_target": target.get("version"), "pid_before": vm.get("pid")}
+            "precheck_failed": precheck_failed, "dialect": switch_dialect or vm.get("preferred_dialect"),
+            "version_before": vm.get("version"), "version_target": target.get("version"), "pid_before": vm.get("pid"),
+            "binary_before": {"path": binary.get("path"), "root": binary.get("root")} if binary else None,
+            "target_binary": target.get("path"), "target_root": target.get("root"),
+            "switch_dialect": switch_dialect, "launcher": (target_spec or {}).get("launcher"),
+            "session": vm.get("session")}
 
 
 def upstream_version(package_version):
@@ -118,19 +175,105 @@ def upstream_version(package_version):
     return re.split(r"[-+~]", package_version.split(":", 1)[-1], maxsplit=1)[0]
 
 
+def _key(version):
+    return [int(p) if p.isdigit() else 0 for p in (version or "").split(".")]
+
+
 def _older(version, than):
-    def key(v):
-        return [int(p) if p.isdigit() else 0 for p in v.split(".")]
-    return key(version) < key(than)
+    return _key(version) < _key(than)
+
+
+def _older_release(version, than):
+    """Whether QEMU ``version`` is of an older release (major.minor) than ``than``."""
+    return _key(version)[:2] < _key(than)[:2]
 
 
 def _pending_target(vm, pending_version):
     version = upstream_version(pending_version)
-    return {"version": version, "on_target_binary": False, "outdated": _older(vm["version"], version),
-            "offers_machine_type": True, "notes": []}
+    return dict(vm.get("target") or {}, version=version, on_target_binary=False,
+                outdated=_older(vm["version"], version), offers_machine_type=True, notes=[])
 
 
-def upgrade_plan(vms, names=None, query="", pending_version=""):
+def _session_reason(session):
+    return ("a live upgrade of this VM is in progress or was left half-way (session %s, %s, step %s, %s s old, "
+            "its process %s): settle it with cpr.qemu.qemu_cpr_recover"
+            % (session.get("token"), session.get("dialect"), session.get("step"),
+               int(session.get("age_s") or 0), "alive" if session.get("owner_alive") else "gone"))
+
+
+def _by_target(vms, targets):
+    """One entry per VM: for a VM named in targets, the one inspected against its own target."""
+    named = {}
+    for t in targets:
+        if not isinstance(t, dict) or not t.get("vm") or not t.get("binary"):
+            raise AnsibleFilterError("upgrade_plan: each target needs vm and binary: %r" % (t,))
+        named[t["vm"]] = dict(t, root=t.get("root") or "/")
+    order, picked = [], {}
+    for vm in vms:
+        sock = vm.get("qmp_socket")
+        if sock not in picked:
+            order.append(sock)
+            picked[sock] = None
+        spec = named.get(_name(vm)) or named.get(sock)
+        target = vm.get("target") or {}
+        if spec is None or "error" in vm:
+            picked[sock] = picked[sock] or (vm, None)
+        elif target.get("path") == spec["binary"] and _root(target.get("root")) == _root(spec["root"]):
+            picked[sock] = (vm, spec)
+    out = []
+    for sock in order:
+        if picked[sock] is None:
+            raise AnsibleFilterError("upgrade_plan: no qemu_cpr_info entry of %s against its target: run it once per "
+                                     "distinct binary and root of the targets" % sock)
+        out.append(picked[sock])
+    return out, set(named)
+
+
+def _decide(vm, named, chosen, spec, dialect):
+    """The plan entry of one inspected VM."""
+    target = vm["target"]
+    entry = functools.partial(_entry, vm, target_spec=spec)
+    if named and _name(vm) not in named and vm.get("qmp_socket") not in named:
+        return entry("skipped", "not in the list of VMs to upgrade")
+    if chosen is not None and vm.get("qmp_socket") not in chosen:
+        return entry("skipped", "not selected by the query")
+    # A session means the VM may be half-way (paused, or on two QEMUs): it is neither current nor to be touched.
+    if vm.get("session"):
+        return entry("skipped", _session_reason(vm["session"]))
+    if spec and spec.get("version") and target.get("version") != spec["version"]:
+        return entry("skipped", "%s in %s is now QEMU %s, not %s as recorded: put that version back first"
+                     % (spec["binary"], spec["root"], target.get("version"), spec["version"]), True)
+    if target["on_target_binary"]:
+        return entry("already-current", "runs the target binary")
+    if not named and not target["outdated"]:
+        return entry("already-current", "QEMU %s is not older than the target %s"
+                     % (vm["version"], target["version"]))
+    if target.get("version") and _older_release(target["version"], vm["version"]):
+        return entry("skipped", "QEMU %s cannot take the guest over from the newer QEMU %s: QEMU loads the CPR state "
+                     "of its own release series or an older one only (10.0 fails on 11.1's); a live move back "
+                     "works within a release series" % (target["version"], vm["version"]), True)
+    if not target["offers_machine_type"]:
+        return entry("skipped", "; ".join(target["notes"]), True)
+    vm_root = (vm.get("binary") or {}).get("root")
+    if target.get("root") and vm_root and _root(target["root"]) != _root(vm_root):
+        # cpr-exec and live-update exec the new binary inside QEMU's own root.
+        transfer = vm["dialects"].get("cpr-transfer") or {}
+        if dialect not in ("auto", "cpr-transfer"):
+            return entry("skipped", "the target is in %s and the VM's QEMU in %s: only cpr-transfer moves a guest "
+                         "to another root, not %s" % (target["root"], vm_root, dialect), True)
+        if not transfer.get("ready"):
+            why = "; ".join(transfer.get("reasons") or ["not offered"])
+            return entry("skipped", "not ready: the target is in %s and the VM's QEMU in %s, which only cpr-transfer "
+                         "bridges: %s" % (target["root"], vm_root, why), True)
+        return entry("upgrade", switch_dialect="cpr-transfer")
+    if not vm.get("preferred_dialect"):
+        reasons = ["%s: %s" % (d, "; ".join(v["reasons"])) for d, v in sorted(vm["dialects"].items())
+                   if v.get("offered")] or ["QEMU %s speaks no CPR dialect" % vm["version"]]
+        return entry("skipped", "not ready: " + " | ".join(reasons), True)
+    return entry("upgrade")
+
+
+def upgrade_plan(vms, names=None, query="", pending_version="", targets=None, dialect="auto"):
     if not isinstance(vms, list):
         raise AnsibleFilterError("upgrade_plan expects the vms list of cpr.qemu.qemu_cpr_info")
     chosen = None
@@ -142,9 +285,12 @@ def upgrade_plan(vms, names=None, query="", pending_version=""):
         except jmespath.exceptions.JMESPathError as e:
             raise AnsibleFilterError("upgrade_plan: bad JMESPath query %r: %s" % (query, to_native(e)))
         chosen = set(v.get("qmp_socket") for v in picked if isinstance(v, dict))
-    named = set(names or [])
+    if targets:
+        pairs, named = _by_target(vms, targets)
+    else:
+        pairs, named = [(vm, None) for vm in vms], set(names or [])
     plan = []
-    for vm in vms:
+    for vm, spec in pairs:
         if "error" in vm:
             plan.append(_entry(vm, "skipped", "not inspected: %s" % vm["error"]))
             continue
@@ -152,24 +298,7 @@ def upgrade_plan(vms, names=None, query="", pending_version=""):
             vm = dict(vm, target=_pending_target(vm, pending_version))
         if "target" not in vm:
             raise AnsibleFilterError("upgrade_plan needs qemu_cpr_info run with target_binary")
-        target = vm["target"]
-        if named and _name(vm) not in named and vm.get("qmp_socket") not in named:
-            plan.append(_entry(vm, "skipped", "not in the list of VMs to upgrade"))
-        elif chosen is not None and vm.get("qmp_socket") not in chosen:
-            plan.append(_entry(vm, "skipped", "not selected by the query"))
-        elif target["on_target_binary"]:
-            plan.append(_entry(vm, "already-current", "runs the target binary"))
-        elif not named and not target["outdated"]:
-            plan.append(_entry(vm, "already-current", "QEMU %s is not older than the target %s"
-                               % (vm["version"], target["version"])))
-        elif not target["offers_machine_type"]:
-            plan.append(_entry(vm, "skipped", "; ".join(target["notes"]), precheck_failed=True))
-        elif not vm.get("preferred_dialect"):
-            reasons = ["%s: %s" % (d, "; ".join(v["reasons"])) for d, v in sorted(vm["dialects"].items())
-                       if v.get("offered")] or ["QEMU %s speaks no CPR dialect" % vm["version"]]
-            plan.append(_entry(vm, "skipped", "not ready: " + " | ".join(reasons), precheck_failed=True))
-        else:
-            plan.append(_entry(vm, "upgrade"))
+        plan.append(_decide(vm, named, chosen, spec, dialect))
     return plan
 
 

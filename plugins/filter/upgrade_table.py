@@ -44,9 +44,12 @@ def _row(r):
     before, after = r.get("version_before"), r.get("version_after")
     # An upgrade to a replaced binary of the same version still shows the arrow.
     moved = after and (after != before or r.get("status") in ("upgraded", "planned"))
-    qemu = "%s -> %s" % (before, after) if moved else str(before)
+    qemu = "%s -> %s" % (before, after) if moved else str(before or "-")
     pause = "%.1f ms" % r["pause_ms"] if r.get("pause_ms") is not None else "-"
     reason = r.get("reason") if r.get("status") != "upgraded" else ""
+    if r.get("action") and r.get("step"):
+        # A session settled before planning: what was done, and how far the interrupted upgrade had got.
+        reason = "%s (interrupted at step %s): %s" % (r["action"], r["step"], reason or "")
     return (str(r.get("host")), str(r.get("vm")), str(r.get("status")), qemu,
             str(r.get("dialect") or "-"), pause, reason or "")
 

@@ -30,7 +30,7 @@ import os
 import subprocess
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, state
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, session as sessions, state
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
@@ -171,7 +171,8 @@ def _clean_work_dir(session):
 def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     """Start the new QEMU, migrate, resume the new one, kill the old one.  Raises SwitchFailed.
 
-    ``record(**fields)`` keeps what a recovery must know (the new QEMU's PID) in the session.
+    ``record(**fields)`` keeps what a recovery must know in the session: the new QEMU's PID, and (a mark,
+    cheap inside the pause) that it was told to run the guest.
     """
     sockets = SocketDir(session, session["pid"])
     try:
@@ -253,7 +254,8 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
             rollback("the new QEMU opened no QMP socket in %ss" % timeout)
         fault.point("after-exec")
         try:
-            resume = common.resume_new(new, session["runstate_before"], deadline, progress)
+            resume = common.resume_new(new, session["runstate_before"], deadline,
+                                       lambda: (progress.update(cont_sent=True), record(mark=sessions.CONT_SENT)))
         finally:
             new.close()
     except common.SwitchFailed:

@@ -183,6 +183,7 @@ def _exec(conn, session, timeout):
 
 def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     """cprsave, cprexec, cprload.  Returns {new_pid, stop, resume}; raises SwitchFailed."""
+    del record  # a recovery learns where the guest is from the one process (its binary, its runstate)
     proto = session["protocol"]
     vm, pid, start = session["vm"], session["pid"], session["pid_starttime"]
     deadline = time.monotonic() + timeout
@@ -196,12 +197,10 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
         conn.execute(proto["save"], dict(file_args, mode="restart"))
     except QMPCommandError as e:
         _back_to_old(conn, session, "%s refused: %s" % (proto["save"], e.desc))
-    record(saved=True)
     stop = conn.wait_event("STOP", 2.0) if running else None
     fault.point("after-stop")
     fault.point("after-completed")
     _exec(conn, session, timeout)
-    record(exec_done=True)
 
     same_process = common.same_process(
         pid, start,

@@ -49,15 +49,21 @@ class Unsettled(Exception):
 
 
 def found(base=state.LOCK_BASE):
-    """(lock directory, session) of every live upgrade this host has a lock for."""
-    out = []
+    """(lock directory, session) of every live upgrade this host has a lock for.
+
+    A session made in another PID namespace (a container sharing /run) is not this host's: its PIDs mean
+    other processes here.
+    """
+    out, ours = [], os.readlink("/proc/self/ns/pid")
     for lock_dir in state.lock_dirs(base):
         try:
-            out.append((lock_dir, sessions.read(lock_dir)))
+            s = sessions.read(lock_dir)
         except FileNotFoundError:
             continue  # only the new QEMU's log is left: no upgrade in progress
         except (OSError, ValueError):
-            out.append((lock_dir, {"step": "unreadable"}))
+            s = {"step": "unreadable"}
+        if s.get("pid_ns", ours) == ours:
+            out.append((lock_dir, s))
     return out
 
 
@@ -196,9 +202,22 @@ def _settle_transfer(s, timeout):
                     return "finished", "new QEMU, PID %d, %s" % (new[0], _resume(conn, s)), new[0]
             finally:
                 conn.close()
+        if sessions.marked(s["lock_dir"], sessions.CONT_SENT):
+            raise Unsettled("stuck", "new QEMU, PID %d, told to run the guest" % new[0],
+                            "%s: the new QEMU (PID %d) was told to run the guest but does not answer as running; "
+                            "the old QEMU (PID %d) must never run it again. Recovery: check the new QEMU on %s "
+                            "(query-status, then cont); if it hangs, kill both and restart the VM from its "
+                            "configuration" % (vm, new[0], old[0], s["qmp_socket"]))
         common.kill(*new)  # it never took the guest over
     if not _alive(*old):
         raise _lost(s, "neither the old QEMU (PID %d) nor a new one runs" % old[0])
+    if sessions.marked(s["lock_dir"], sessions.CONT_SENT):
+        # The new QEMU may have run the guest on the shared RAM: the old one's device state is stale.
+        raise Unsettled("lost", "old QEMU, PID %d, postmigrate (never to be resumed)" % old[0],
+                        "%s: the new QEMU (PID %s) was told to run the guest and is gone; the old QEMU (PID %d) "
+                        "must never run it again (its device state is older than the guest's RAM). Recovery: kill "
+                        "PID %d, restart the VM from its configuration (the guest reboots), then remove %s"
+                        % (s["vm"], new[0], old[0], old[0], sessions.lock_path(s["lock_dir"])))
     _give_back(s, old[0])
     conn = _connect(process.host_path(old[0], s["qmp_socket"]), old[0], timeout)
     if conn is None:
@@ -261,7 +280,10 @@ def _settle_step(s, timeout):
 
 def settle(lock_dir, s, timeout=5.0, check_mode=False):
     """Settle one session; returns ``{vm, qmp_socket, key, step, action, guest, recovered, msg}``."""
-    out = {"vm": s.get("vm"), "qmp_socket": s.get("qmp_socket_host"), "key": s.get("key"), "step": s.get("step")}
+    old = s.get("old_binary") or {}
+    out = {"vm": s.get("vm"), "qmp_socket": s.get("qmp_socket_host"), "key": s.get("key"), "step": s.get("step"),
+           "dialect": s.get("dialect"), "old_version": s.get("old_version"), "new_version": s.get("new_version"),
+           "old_binary": {"path": old.get("path"), "root": old.get("root")} if old else None}
     if s.get("step") == "unreadable":
         return dict(out, action="stuck", guest="unknown", recovered=False,
                     msg="the session in %s cannot be read: check the VM with qemu_cpr_info" % lock_dir)

@@ -25,6 +25,9 @@ import uuid
 from ansible_collections.cpr.qemu.plugins.module_utils import process, state
 
 LOCK_NAME = "session.json"
+# Steps recorded as marks (mark()): the new QEMU was told to run the guest.
+CONT_SENT = "cont-sent"
+MARKS = (CONT_SENT,)
 
 
 class LockError(Exception):
@@ -85,11 +88,21 @@ def update(lock_dir, session):
     os.rename(tmp, lock_path(lock_dir))
 
 
+def mark(lock_dir, name):
+    """Record a step with an empty file: a few microseconds, for a step inside the guest's pause."""
+    os.close(os.open(os.path.join(lock_dir, name), os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+
+
+def marked(lock_dir, name):
+    return os.path.lexists(os.path.join(lock_dir, name))
+
+
 def release(lock_dir):
-    try:
-        os.unlink(lock_path(lock_dir))
-    except FileNotFoundError:
-        pass
+    for name in MARKS + (LOCK_NAME,):
+        try:
+            os.unlink(os.path.join(lock_dir, name))
+        except FileNotFoundError:
+            pass
 
 
 def load(given, base=state.LOCK_BASE):

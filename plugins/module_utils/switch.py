@@ -143,12 +143,12 @@ def same_process(pid, start, lost):
     return check
 
 
-def resume_new(conn, runstate_before, deadline, progress=None):
+def resume_new(conn, runstate_before, deadline, before_cont=None):
     """Wait until the new QEMU has loaded the guest (paused, by -S), then resume it if it ran before.
 
-    Returns QEMU's RESUME event (None if the guest stays paused).  ``progress``
-    (a dict) gets ``cont_sent`` once cont is on its way: from then on the new
-    QEMU may run the guest, and the old one must never be resumed.
+    Returns QEMU's RESUME event (None if the guest stays paused).  ``before_cont()``
+    is called right before cont: from then on the new QEMU may run the guest,
+    and the old one must never be resumed.
     """
     while True:
         status = conn.execute("query-status")["status"]
@@ -164,8 +164,8 @@ def resume_new(conn, runstate_before, deadline, progress=None):
         raise QMPError("migration", "the new QEMU reports incoming migration '%s', not completed" % migrated)
     if runstate_before != "running":
         return None
-    if progress is not None:
-        progress["cont_sent"] = True
+    if before_cont is not None:
+        before_cont()
     conn.execute("cont")
     fault.point("after-cont")
     resume = conn.wait_event("RESUME", max(1.0, deadline - time.monotonic()))

@@ -86,6 +86,19 @@ def _probe(path, root, facts, label):
     return target
 
 
+def _release(version):
+    return tuple(int(x) for x in version.split(".")[:2])
+
+
+def _refuse_older_release(running, target, label):
+    """QEMU loads the CPR state of its own release series or an older one only (seen here: 10.0 fails
+    vmstate_load_state on 11.1's, after the pause): a move back across releases is refused before it."""
+    if _release(target) < _release(running):
+        raise UpgradeError("%s: QEMU %s cannot take over a guest from the newer release %s (QEMU loads the CPR "
+                           "state of its own release series or an older one only); nothing was changed"
+                           % (label, target, running))
+
+
 def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
     old_argv = process.read_argv(facts["pid"])
@@ -123,6 +136,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         chosen, via = _choose(dialect, facts, label)
         root = _binary_root(chosen, pid, new_root)
         target = _probe(new_binary, root, facts, label)
+        _refuse_older_release(facts["version"], target["version"], label)
         base = {"vm": label, "qmp_socket_host": qmp_socket, "pid": pid, "dialect": chosen, "via": via,
                 "old_version": facts["version"], "new_version": target["version"],
                 "new_binary": new_binary, "check_mode": check_mode}
@@ -144,6 +158,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
                  runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
                  new_root=root, new_binary_file_id=target["file_id"], machine_type=facts["machine"]["type"],
                  new_argv=new_argv, key=key, lock_dir=state.lock_dir(key), work_dir=work_dir,
+                 pid_ns=os.readlink("/proc/self/ns/pid"),
                  protocol=live_update.protocol(facts)[0] if chosen == live_update.MODE else None,
                  state_file=os.path.join(work_dir, "state"),
                  main_socket=os.path.join(work_dir, "main.sock"),
@@ -306,29 +321,36 @@ def _switch(given, argv, timeout, switch_timeout):
     label, dialect = s["vm"], DIALECTS[s["dialect"]]
     if s["step"] != "saved":
         raise UpgradeError("%s: this session is at step '%s', not 'saved'" % (label, s["step"]))
+    untouched = {"guest": "old QEMU, PID %d, %s" % (s["pid"], s["runstate_before"]), "recovered": True}
     if not common.alive(s["pid"], s["pid_starttime"]):
         sessions.release(s["lock_dir"])
-        raise UpgradeError("%s: QEMU PID %d exited since qemu_cprsave; nothing was changed" % (label, s["pid"]))
+        raise UpgradeError("%s: QEMU PID %d exited since qemu_cprsave; nothing was changed" % (label, s["pid"]),
+                           guest="no QEMU: PID %d exited before the switch" % s["pid"], recovered=False)
 
     try:
         conn = _connect(s["qmp_socket_host"], timeout, label)
     except UpgradeError as e:
         sessions.release(s["lock_dir"])
-        raise UpgradeError("%s; the guest was not touched and the lock is released" % e.message, **e.details)
+        raise UpgradeError("%s; the guest was not touched and the lock is released" % e.message,
+                           **dict(untouched, **e.details))
     try:
         try:
             _recheck(conn, s, argv, label)
         except (UpgradeError, validation.ValidationError, state.StateError, QMPError) as e:
             _abandon(conn, s)
             raise UpgradeError("%s; the guest was not touched, QEMU is disarmed and the lock released"
-                               % (e.message if isinstance(e, UpgradeError) else "%s: %s" % (label, e)))
+                               % (e.message if isinstance(e, UpgradeError) else "%s: %s" % (label, e)), **untouched)
         me = os.getpid()
         s.update(step="switching", owner={"pid": me, "starttime": common.starttime(me)}, switch_started=time.time())
         sessions.update(s["lock_dir"], s)
 
-        def record(**fields):
-            s.update(fields)
-            sessions.update(s["lock_dir"], s)
+        def record(mark=None, **fields):
+            """Keep what a recovery must know: fields in the session, or (inside the pause) a mark."""
+            if mark:
+                sessions.mark(s["lock_dir"], mark)
+            if fields:
+                s.update(fields)
+                sessions.update(s["lock_dir"], s)
         try:
             outcome = dialect.switch(conn, s, switch_timeout, timeout, record)
         except common.SwitchFailed as e:

@@ -84,6 +84,18 @@ settled:
     step:
       description: The step the upgrade had reached (C(saved), C(switching), C(failed), C(switched)).
       type: str
+    dialect:
+      description: The CPR dialect of the upgrade.
+      type: str
+    old_version:
+      description: The QEMU version the VM ran before the upgrade.
+      type: str
+    new_version:
+      description: The QEMU version it was being upgraded to.
+      type: str
+    old_binary:
+      description: The binary the VM ran before (C(path), and C(root) it ran in), for a rollback.
+      type: dict
     action:
       description:
         - What was done - C(released), C(rolled-back), C(finished) (each with the guest running, or paused as

@@ -8,6 +8,7 @@ one QEMU process is left for it, and no lock or file of the switch remains.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import fault, recover, session as sessions, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import recover, session as sessions, state, upgrade
 from ansible_collections.cpr.qemu.plugins.modules import qemu_cprexec
 
 TARGET = "/usr/bin/qemu-system-x86_64"
@@ -31,7 +32,7 @@ def _vm(lab_vm, dialect, name):
     return lab_vm(name, qemu="sim", mem_mb=64, binary_copy=True)
 
 
-def _prepare(vm, dialect):
+def _prepare(vm, dialect, qmp_socket=None):
     if dialect == "cpr-exec":
         kw = {"dialect": "cpr-exec"}
         binary = TARGET
@@ -40,16 +41,18 @@ def _prepare(vm, dialect):
         binary = TARGET
     else:
         kw, binary = {}, vmlab.SIM_BIN
-    changed, s, _msg = upgrade.prepare(vm.qmp_socket, binary, **kw)
+    changed, s, _msg = upgrade.prepare(qmp_socket or vm.qmp_socket, binary, **kw)
     assert changed and s["dialect"] == dialect
     return s
 
 
 def _module(given, fault_spec, tmp_path):
-    """qemu_cprexec as Ansible runs it: its own process, arguments from a file, result on stdout."""
+    """qemu_cprexec as Ansible runs it: its own process, arguments from a file, result on stdout.
+    ``given``: one session, or a list of them (several VMs at once)."""
     args = tmp_path / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"session": given, "switch_timeout": 60}}))
-    env = dict(os.environ, **{fault.ENV: fault_spec})
+    key = "sessions" if isinstance(given, list) else "session"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {key: given, "switch_timeout": 60}}))
+    env = dict(os.environ, CPR_QEMU_TEST_FAULT=fault_spec)
     return subprocess.Popen([sys.executable, qemu_cprexec.__file__, str(args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
@@ -118,6 +121,43 @@ def test_the_switch_finishes_when_the_module_dies(lab_vm, tmp_path, dialect, poi
     held = _wait(lambda: (_held(given) or {}).get("step") == "switched" and _held(given), 60)
     assert held["owner"]["pid"] != module.pid  # the switch ran in a process of its own
     _settle_and_prove(vm, dialect, "finished", before)
+
+
+def test_vms_sharing_a_socket_directory_switch_at_once_and_finish_when_the_module_dies(lab_vm, tmp_path):
+    """Proxmox's layout: every VM's QMP socket in one directory.  Each has its own lock and work directory;
+    both switch in one qemu_cprexec (its sessions), and finish although the module gets SIGHUP mid-way."""
+    shared = os.path.join(vmlab.RUN_BASE, "qemu-server")
+    os.makedirs(shared, exist_ok=True)
+    sockets = [os.path.join(shared, "%d.qmp" % n) for n in (100, 101)]
+    locks = [os.path.join(state.LOCK_BASE, state.vm_key(sock)) for sock in sockets]
+    try:
+        vms = [lab_vm(name, event_monitor=True, binary_copy=binary_copy, qemu=qemu,
+                      extra_args=("-qmp", "unix:%s,server=on,wait=off" % sock))
+               for name, qemu, binary_copy, sock in (("int-shared-exec", "11.1", True, sockets[0]),
+                                                      ("int-shared-xfer", "10.0", False, sockets[1]))]
+        before = [vm.evidence() for vm in vms]
+        given = [_prepare(vms[0], "cpr-exec", sockets[0]), _prepare(vms[1], "cpr-transfer", sockets[1])]
+        assert len(set(g["lock_dir"] for g in given)) == 2 and len(set(g["work_dir"] for g in given)) == 2
+        module = _module(given, "after-stop:sleep=2", tmp_path)
+        _wait(lambda: all((_held(g) or {}).get("step") == "switching" for g in given), 30)
+        time.sleep(0.5)
+        os.killpg(module.pid, signal.SIGHUP)
+        module.wait(timeout=30)
+        _wait(lambda: all((_held(g) or {}).get("step") == "switched" for g in given), 60)
+        settled = recover.settle_all(sockets, timeout=20)
+        assert sorted(s["action"] for s in settled) == ["finished", "finished"], settled
+        for vm, was in zip(vms, before):
+            survivors = vm.successors() + ([(vm.pid, vm.starttime)] if vm.running() else [])
+            assert len(survivors) == 1, survivors
+            if survivors[0][0] != vm.pid:
+                vm.adopt(survivors[0][0])
+            after = vm.wait_ticks(3)
+            assert after.problems() == [] and len(after.boots) == 1 and after.fill_sum == was.fill_sum
+        assert [p for p in os.listdir(shared) if not p.endswith(".qmp")] == []  # no .cpr, no .cpr-old
+        assert not any(os.path.exists(os.path.join(lock, "session.json")) for lock in locks)
+    finally:
+        for lock in locks:
+            shutil.rmtree(lock, ignore_errors=True)
 
 
 # The process that runs the switch is killed (SIGKILL, the OOM killer) at each point it passes.

@@ -11,6 +11,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lab"))
+sys.path.insert(0, HERE)
+import fleet  # noqa: E402
 import vmlab  # noqa: E402
 
 W, STAGE = sys.argv[1], sys.argv[2]
@@ -20,6 +22,8 @@ with open(os.path.join(vmlab.CACHE, "pkghost.json")) as f:
 # h4, the package host, runs its own root's QEMU (see fleet.py).
 BEFORE = {"h1": "10.0.2", "h2": "10.0.2", "h3": "10.0.2",
           "h4": re.split(r"[-+~]", PACKAGE["installed"].split(":", 1)[-1])[0]}
+# h3 upgrades to the host's QEMU 10.0 (its own copy was replaced on disk), the others to 11.1.
+AFTER = {"h1": "11.1.3", "h2": "11.1.3", "h3": "10.0.2", "h4": "11.1.3"}
 
 
 def package_installed():
@@ -68,9 +72,36 @@ def recap():
                 for m in re.finditer(r"^(h\d)\s+:\s+(.*)$", text, re.M)), text
 
 
-def report():
-    with open(os.path.join(W, "report-%s.json" % STAGE)) as f:
-        return dict(((r["host"], r["vm"]), r) for r in json.load(f))
+def entries(stage=None):
+    """Every result of a stage's report, in order (a VM may have two: its settled session, then its upgrade)."""
+    with open(os.path.join(W, "report-%s.json" % (stage or STAGE))) as f:
+        return json.load(f)
+
+
+def report(stage=None):
+    """The report's last result per (host, VM)."""
+    return dict(((r["host"], r["vm"]), r) for r in entries(stage))
+
+
+def sessions():
+    """Every host's VMs as qemu_cpr_info reported them after the stage (tests/fleet/sessions.yml)."""
+    with open(os.path.join(W, "sessions-%s.json" % STAGE)) as f:
+        return json.load(f)
+
+
+def settled_once():
+    """No VM keeps a session, and each runs on exactly one QEMU process."""
+    for host, vms in sessions().items():
+        if sorted(v.get("name") for v in vms) != sorted(VMS[host]):
+            fail("%s reports the VMs %s" % (host, [v.get("name") for v in vms]))
+        for v in vms:
+            if v.get("session") is not None:
+                fail("%s on %s keeps a session: %s" % (v.get("name"), host, v["session"]))
+    for host, vms in VMS.items():
+        for vm in vms:
+            pids = fleet.qemus(W, host, vm)
+            if len(pids) != 1:
+                fail("%s on %s runs on %d QEMU processes: %s" % (vm, host, len(pids), pids))
 
 
 counts, log = recap()
@@ -115,31 +146,57 @@ elif STAGE == "check":
         fail("plan for the package host: %s" % r[("h4", "vm-h4")])
     if r[("h1", "plain-h1")]["status"] != "skipped" or "'pc.ram'" not in r[("h1", "plain-h1")]["reason"]:
         fail("plain-h1 should be skipped for its RAM: %s" % r[("h1", "plain-h1")])
+elif STAGE == "interrupted":
+    # Ctrl-C came while the canary host h1 switched its guest; nothing else was touched.
+    with open(os.path.join(W, "interrupted-switch.json")) as f:
+        switching = json.load(f)
+    if not any("/vms-h1/vm-h1/" in a for a in switching):
+        fail("the switch interrupted was not vm-h1's: %s" % switching)
+    if "User interrupted execution" not in log:
+        fail("ansible-playbook was not interrupted")
+    for host in ("h2", "h3", "h4"):
+        if stops(host, "vm-" + host) or version(host, "vm-" + host)[0] != BEFORE[host]:
+            fail("%s was touched" % host)
+    print("fleet interrupted: vm-h1 on QEMU %s (%s), %d STOP events" % (version("h1", "vm-h1") + (stops("h1", "vm-h1"),)))
 elif STAGE == "rollout":
     r = report()
+    # What the interrupted run left on h1 was settled first, and reported.
+    settled = [e for e in entries() if e.get("step")]
+    if any((e["host"], e["vm"], e["status"]) != ("h1", "vm-h1", "recovered") for e in settled) or len(settled) > 1:
+        fail("settled sessions: %s" % settled)
+    finished = bool(settled) and settled[0]["action"] == "finished"
     for host in VMS:
         e = r[(host, "vm-" + host)]
-        if e["status"] != "upgraded" or not isinstance(e["pause_ms"], float) or e["pid_after"] == e["pid_before"]:
+        if host == "h1" and finished:
+            # The interrupted run's switch was finished by the recovery: upgraded once, by that run.
+            if e["status"] != "already-current":
+                fail("vm-h1 after its switch was finished: %s" % e)
+        elif e["status"] != "upgraded" or not isinstance(e["pause_ms"], float) or e["pid_after"] == e["pid_before"]:
             fail("%s not upgraded: %s" % (host, e))
-        if version(host, "vm-" + host) != ("11.1.3", "running"):
-            fail("%s does not run 11.1.3" % host)
+        if version(host, "vm-" + host) != (AFTER[host], "running"):
+            fail("%s does not run %s" % (host, AFTER[host]))
+    if r[("h3", "vm-h3")]["binary_before"]["path"] != os.path.join(W, "vms-h3", "vm-h3", "qemu-system-x86_64"):
+        fail("the report lacks the binary vm-h3 ran before: %s" % r[("h3", "vm-h3")])
     if r[("h1", "plain-h1")]["status"] != "skipped" or version("h1", "plain-h1")[0] != "10.0.2":
         fail("plain-h1 should be skipped and untouched")
     if not package_installed():
         fail("the package host's QEMU package was not installed")
     if len(r) != 5:
         fail("one host's discovery saw another's VMs: %s" % sorted(r))
-    # The pause was seen from outside: one STOP per upgraded guest, none for the skipped one.
+    # The pause was seen from outside: one STOP per upgraded guest (two for the interrupted one if its first
+    # switch was rolled back), none for the skipped one.
     for host, vms in VMS.items():
         for vm in vms:
-            if stops(host, vm) != (0 if vm == "plain-h1" else 1):
+            want = (0,) if vm == "plain-h1" else (1, 2) if vm == "vm-h1" else (1,)
+            if stops(host, vm) not in want:
                 fail("%s on %s: %d STOP events" % (vm, host, stops(host, vm)))
+    settled_once()
     summary = artifacts().get("qemu_upgrade", {})
     if sorted(summary) != sorted(VMS):
         fail("job artifacts should hold the summary of each host: %s" % sorted(summary))
     for host, results in summary.items():
         if sorted((e["vm"], e["status"]) for e in results) != \
-                sorted((vm, e["status"]) for (h, vm), e in r.items() if h == host):
+                sorted((e["vm"], e["status"]) for e in entries() if e["host"] == host):
             fail("artifacts of %s differ from the report: %s" % (host, results))
     # Hosts went in batches: the canary h1, then 25% (h2), then the rest.
     if log.count("PLAY [Live-upgrade QEMU under the running VMs]") != 3:
@@ -151,4 +208,35 @@ elif STAGE == "again":
     for host in VMS:
         if r[(host, "vm-" + host)]["status"] != "already-current":
             fail("%s: %s" % (host, r[(host, "vm-" + host)]))
+    # What the rollback's pauses are counted from.
+    with open(os.path.join(W, "stops-again.json"), "w") as f:
+        json.dump(dict(("%s/%s" % (h, vm), stops(h, vm)) for h, vms in VMS.items() for vm in vms), f)
+elif STAGE == "rollback":
+    r, before = report(), report("rollout")
+    if any(c.get("failed") for c in counts.values()):
+        fail("the rollback failed a host: %s" % counts)
+    # h3 went back to the binary it ran before, live; QEMU cannot take a guest back from 11.1 to 10.0 (h2),
+    # and h4's old binary is gone (the package replaced it): both refused before the pause.
+    e = r[("h3", "vm-h3")]
+    if e["status"] != "upgraded" or e["target_binary"] != before[("h3", "vm-h3")]["binary_before"]["path"] \
+            or e["pid_after"] == e["pid_before"] or e["version_after"] != BEFORE["h3"]:
+        fail("vm-h3 not rolled back: %s" % e)
+    with open(os.path.join(W, "stops-again.json")) as f:
+        before_stops = json.load(f)
+    paused = dict(((h, vm), stops(h, vm) - before_stops["%s/%s" % (h, vm)]) for h, vms in VMS.items() for vm in vms)
+    if version("h3", "vm-h3") != (BEFORE["h3"], "running") or paused[("h3", "vm-h3")] != 1:
+        fail("vm-h3 after the rollback: %s, %d STOP events" % (version("h3", "vm-h3"), paused[("h3", "vm-h3")]))
+    e = r[("h2", "vm-h2")]
+    if e["status"] != "skipped" or "cannot take the guest over from the newer QEMU 11.1.3" not in e["reason"]:
+        fail("vm-h2's rollback should be refused: %s" % e)
+    e = r[("h4", "vm-h4")]
+    if e["status"] != "skipped" or "is now QEMU 11.1.3, not %s as recorded" % BEFORE["h4"] not in e["reason"]:
+        fail("vm-h4's rollback should be refused: %s" % e)
+    for host in ("h1", "h2", "h4"):
+        if version(host, "vm-" + host) != ("11.1.3", "running"):
+            fail("%s moved: %s" % (host, version(host, "vm-" + host)))
+    # The refused moves were refused before the pause.
+    if any(n for (h, vm), n in paused.items() if vm != "vm-h3"):
+        fail("the rollback paused guests it did not move: %s" % paused)
+    settled_once()
 print("fleet %s: ok" % STAGE)

@@ -13,7 +13,11 @@ with its own QEMU and apt: Ansible installs packages there as on a real host,
 and the overlay (in DIR) keeps the cached root unchanged.  The lab's scripts,
 guest kernel, DIR and the qemu.qmp library are bound into it at their paths.
 
-Usage: fleet.py up DIR N PYTHON [PKGROOT]  |  fleet.py down DIR
+Each host has a private /run/cpr-qemu (the VMs' lock directories), as
+separate machines have.  ``interrupt`` presses Ctrl-C on an ansible-playbook
+while one of its switches runs (see interrupt()).
+
+Usage: fleet.py up DIR N PYTHON [PKGROOT]  |  fleet.py down DIR  |  fleet.py interrupt DIR PLAYBOOK_PID
 """
 
 import json
@@ -50,6 +54,16 @@ py=$(cd "$root/usr/lib" && ls -d python3.[0-9]* | head -n 1)
 mkdir -p "$root/usr/local/lib/$py/dist-packages/qemu"
 mount --bind "$qmp" "$root/usr/local/lib/$py/dist-packages/qemu"
 exec /usr/sbin/sshd -f "$dir/sshd.conf" -D -e
+"""
+
+
+# Runs as PID 1 of a host's PID namespace, in its own mount namespace: a
+# private /run/cpr-qemu (the package host has its root's own).
+PRIVATE_LOCKS = r"""
+set -e
+mkdir -p -m 0700 /run/cpr-qemu
+mount -t tmpfs -o mode=0700,size=16m cpr-qemu-locks /run/cpr-qemu
+exec "$@"
 """
 
 
@@ -98,7 +112,10 @@ def up(workdir, count, python, pkgroot=None):
             server = ["sh", "-c", ROOTED_SSHD, "sh", pkgroot, host_dir, _qemu_qmp_package(), LAB, GUEST, workdir]
             state["hosts"][-1]["package_host"] = True
         else:
-            server = [SSHD, "-f", config, "-D", "-e"]
+            # Each host has its own lock directories, as separate machines do: the
+            # lab's hosts share this machine's /run, and qemu_cpr_recover settles
+            # every session of "its" host.
+            server = ["sh", "-c", PRIVATE_LOCKS, "sh", SSHD, "-f", config, "-D", "-e"]
         log = open(os.path.join(host_dir, "sshd.log"), "ab")
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--pid", "--mount", "--fork",
                                  "--mount-proc", "--propagation", "private"] + server,
@@ -171,8 +188,90 @@ def _children(pid):
         return []
 
 
+def _namespaces(workdir):
+    """The PID namespaces of the hosts (of their sshd, PID 1 there)."""
+    with open(os.path.join(workdir, "fleet.json")) as f:
+        state = json.load(f)
+    out = set()
+    for h in state["hosts"]:
+        for pid in _children(h["pid"]):
+            try:
+                out.add(os.readlink("/proc/%d/ns/pid" % pid))
+            except OSError:
+                pass
+    return out
+
+
+def processes(workdir):
+    """(PID, argv) of every process of the hosts."""
+    spaces, out = _namespaces(workdir), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink("/proc/%s/ns/pid" % name) not in spaces:
+                continue
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        out.append((int(name), argv))
+    return out
+
+
+def qemus(workdir, host, vm):
+    """PIDs of the QEMU processes of one VM (its run directory is in their argv)."""
+    run_dir = os.path.join(workdir, "vms-" + host, vm) + "/"
+    return [pid for pid, argv in processes(workdir)
+            if argv and "qemu-system" in argv[0] and any(run_dir in a for a in argv)]
+
+
+def interrupt(workdir, playbook_pid, timeout=600):
+    """Ctrl-C an ansible-playbook (SIGINT) while a switch runs on a host, then SIGKILL its SSH processes.
+
+    "A switch runs" is seen from outside: a new QEMU waiting for its guest (-incoming) on a host. Its SSH
+    processes (ControlPersist masters included) are this run's: they use the run's own key. Returns the
+    switching VM's argv, after the module processes on the hosts (and the switches they detached) ended.
+    """
+    deadline = time.monotonic() + timeout
+    switching = None
+    while switching is None:
+        if time.monotonic() > deadline or not os.path.exists("/proc/%d" % playbook_pid):
+            raise RuntimeError("no switch was seen while ansible-playbook (PID %d) ran" % playbook_pid)
+        switching = next((argv for _pid, argv in processes(workdir)
+                          if argv and "qemu-system" in argv[0] and "-incoming" in argv), None)
+        time.sleep(0.02)
+    os.kill(playbook_pid, signal.SIGINT)
+    time.sleep(1)
+    # The run's key is in the clients' argv; a ControlPersist master names its control socket, in the run's
+    # own directory (run.sh sets ANSIBLE_SSH_CONTROL_PATH_DIR).
+    marks = (os.path.join(workdir, "id_ed25519").encode(), os.path.join(workdir, "cp").encode() + b"/")
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                argv = [a for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv and argv[0].split(b" ")[0] in (b"ssh", b"ssh:", b"/usr/bin/ssh") \
+                and any(m in a for m in marks for a in argv):
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    # What the modules left running finishes (the switch is detached from the module); wait for it.
+    while any(any("AnsiballZ_" in a for a in argv) for _pid, argv in processes(workdir)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("module processes still run on the hosts")
+        time.sleep(0.2)
+    return switching
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "up":
         up(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
+    elif sys.argv[1] == "interrupt":
+        print(json.dumps(interrupt(sys.argv[2], int(sys.argv[3]))))
     else:
         down(sys.argv[2])

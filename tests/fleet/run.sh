@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The fleet test: playbooks/upgrade-qemu.yml over real SSH against four
 # namespace hosts (see fleet.py), each with its own QEMU 10.0 VMs, upgraded to
-# QEMU 11.1: h1-h3 to a binary in place, the package host h4 by installing
-# the QEMU 11.1 package first. Run by scripts/test.sh (stage "fleet") with the venv on PATH and
+# QEMU 11.1 (h1, h2: a binary in place; the package host h4: by installing
+# the QEMU 11.1 package first), or on h3 to the host's QEMU 10.0 after its
+# own copy was replaced on disk. The first roll-out is interrupted (Ctrl-C while a guest
+# switches, then its SSH connections killed) and run again; at the end
+# playbooks/rollback-qemu.yml moves the guests back where QEMU can.
+# Run by scripts/test.sh (stage "fleet") with the venv on PATH and
 # ANSIBLE_COLLECTIONS_PATH set; needs root.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,10 +16,13 @@ W=$(mktemp -d /run/cpr-qemu-lab/fleet-XXXXXX)
 PY=$(command -v python)
 # On failure the playbook logs are kept (printed at the end); the VMs and
 # hosts are stopped either way.
-trap 'rc=$?; python "$HERE/fleet.py" down "$W"; [ $rc -eq 0 ] || tail -n 40 "$W"/*.log; rm -rf "$W"' EXIT
+trap 'rc=$?; [ -z "${pb:-}" ] || kill -KILL "$pb" 2>/dev/null || true
+python "$HERE/fleet.py" down "$W"; [ $rc -eq 0 ] || tail -n 40 "$W"/*.log; rm -rf "$W"' EXIT
 
 python "$HERE/fleet.py" up "$W" 3 "$PY" "$CPR_LAB_CACHE/pkghost"
 INV=$W/inventory.json
+# This run's SSH control sockets, so the interruption below finds its own.
+export ANSIBLE_SSH_CONTROL_PATH_DIR=$W/cp
 ssh_to() { local h=$1; shift; ssh -i "$W/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
     -o LogLevel=ERROR -o BatchMode=yes "root@$(python -c "import json;print(json.load(open('$INV'))['qemu_hosts']['hosts']['$h']['ansible_host'])")" "$@"; }
 lab_on() {
@@ -30,13 +37,18 @@ echo "== starting VMs on h1 (one with plain RAM), h2, h3 and the package host h4
 lab_on h1 start vm-h1 --qemu 10.0 --event-monitor >/dev/null
 lab_on h1 start plain-h1 --qemu 10.0 --ram plain --event-monitor >/dev/null
 lab_on h2 start vm-h2 --qemu 10.0 --event-monitor >/dev/null
-lab_on h3 start vm-h3 --qemu 10.0 --event-monitor >/dev/null
+# h3's VM runs a copy of QEMU 10.0 that is then replaced on disk, as by a
+# rebuilt package of the same version: upgraded within its release, which is
+# what a rollback can undo.
+lab_on h3 start vm-h3 --qemu 10.0 --binary-copy --event-monitor >/dev/null
 # h4's "10.0" is its own root's QEMU, from trixie.
 lab_on h4 start vm-h4 --qemu 10.0 --event-monitor >/dev/null
 for h in h1 h2 h3 h4; do lab_on "$h" wait-ticks "vm-$h" 2 >/dev/null; done
+lab_on h3 replace-binary vm-h3
 
-# h1-h3 upgrade to the trixie root's QEMU 11.1 binary; h4 installs the QEMU
-# 11.1 package from its local repository and upgrades to that.
+# h1 and h2 upgrade to the trixie root's QEMU 11.1 binary, h3 to the host's
+# QEMU 10.0 binary; h4 installs the QEMU 11.1 package from its local
+# repository and upgrades to that.
 python - "$INV" "$REPO/tests/lab" "$CPR_LAB_CACHE" <<'EOP'
 import json, sys
 inv_path, lab, cache = sys.argv[1:]
@@ -49,6 +61,7 @@ with open(cache + "/pkghost.json") as f:
 inv["qemu_hosts"]["vars"].update(live_upgrade_target_root=cache + "/trixie", live_upgrade_launcher=vmlab.launcher())
 inv["qemu_hosts"]["hosts"]["h4"].update(live_upgrade_target_root="/", live_upgrade_launcher=[],
                                         live_upgrade_target_version=package["target"])
+inv["qemu_hosts"]["hosts"]["h3"].update(live_upgrade_target_root="/", live_upgrade_launcher=[])
 with open(inv_path, "w") as f:
     json.dump(inv, f, indent=1)
 EOP
@@ -71,6 +84,10 @@ runner() {
     ansible-runner run "$dir" -p upgrade.yml --ident "$out" >"$W/$out.log" 2>&1
 }
 check() { python "$HERE/check.py" "$W" "$@"; }
+# Every host's VMs as qemu_cpr_info reports them, for check.py (no session left).
+sessions() {
+    ansible-playbook -i "$INV" "$HERE/sessions.yml" -e "fleet_sessions=$W/sessions-$1.json" >"$W/sessions-$1.log" 2>&1
+}
 
 echo "== canary host fails a pre-check with max_fail_percentage 0: the roll-out stops after it"
 if playbook canary -e live_upgrade_on_precheck_failure=fail; then
@@ -82,11 +99,39 @@ echo "== check mode on the fleet: the plan, nothing changed"
 playbook check --check
 check check
 
-echo "== rolling upgrade of the fleet, run as AWX runs it"
+echo "== rolling upgrade interrupted: Ctrl-C while a guest switches, then its SSH connections killed"
+(exec ansible-playbook -i "$INV" "$REPO/playbooks/upgrade-qemu.yml" -e "@$EXTRAVARS" \
+    -e "qemu_upgrade_report=$W/report-interrupted.json" >"$W/interrupted.log" 2>&1) &
+pb=$!
+python "$HERE/fleet.py" interrupt "$W" "$pb" >"$W/interrupted-switch.json"
+rc=0
+wait "$pb" || rc=$?
+pb=
+[ "$rc" -ne 0 ] || { echo "the interrupted playbook should have failed"; exit 1; }
+check interrupted
+
+echo "== the roll-out again, run as AWX runs it: what was left is settled, every guest upgraded once"
 runner rollout
+sessions rollout
 check rollout
 
 echo "== second run: every VM already current, nothing changed"
 playbook again
 check again
+
+# A recorder ends with the QEMU whose monitor it watched: record the QEMUs
+# that took the guests over too, so the rollback's pauses are seen as well.
+for h in h1 h2 h3 h4; do
+    py=$PY
+    [ "$h" != h4 ] || py=/usr/bin/python3
+    ssh_to "$h" "env CPR_LAB_RUN=$W/vms-$h CPR_LAB_CACHE=$CPR_LAB_CACHE $py $LAB record-events vm-$h </dev/null >/dev/null 2>&1 &"
+done
+sleep 2
+
+echo "== rollback of the roll-out: back where QEMU can, refused before the pause where it cannot"
+ansible-playbook -i "$INV" "$REPO/playbooks/rollback-qemu.yml" -e "@$EXTRAVARS" \
+    -e "qemu_rollback_report=$W/report-rollout.json" -e "qemu_upgrade_report=$W/report-rollback.json" \
+    >"$W/rollback.log" 2>&1
+sessions rollback
+check rollback
 echo "fleet: all checks passed"

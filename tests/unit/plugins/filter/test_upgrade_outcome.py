@@ -50,10 +50,12 @@ def test_each_vm_gets_its_own_outcome(on_precheck_failure, refused_status):
     assert (got["ok"]["pid_after"], got["ok"]["version_after"], got["ok"]["pause_ms"], got["ok"]["paused_at"]) == \
         (200, "11.1.3", 20.0, 1700000000.5)
     assert got["refused"]["status"] == refused_status and got["refused"]["guest"] == "old QEMU, not paused"
+    assert got["refused"]["recovered"] is True
     assert got["current"]["status"] == "already-current" and got["current"]["version_after"] == "10.0.2"
     assert got["rolled-back"]["status"] == "failed" and got["rolled-back"]["guest"] == "old QEMU, PID 100, running"
     assert got["unverified"]["status"] == "failed" and "QEMU reports 10.0.2" in got["unverified"]["reason"]
     assert got["unverified"]["guest"] == "new QEMU, PID 200, not verified"
+    assert got["unverified"]["recovered"] is False and got["rolled-back"]["recovered"] is True
 
 
 def test_check_mode_makes_a_plan():
@@ -69,6 +71,32 @@ def test_a_switch_task_that_failed_as_a_whole_leaves_the_guest_unknown():
     (rec,) = upgrade_outcome([_entry("ok")], {"results": [_save("ok")]},
                              {"failed": True, "msg": "MODULE FAILURE"}, {"results": []}, "hv1")
     assert rec["status"] == "failed" and rec["reason"] == "MODULE FAILURE" and rec["guest"].startswith("unknown")
+    assert rec["recovered"] is False
+
+
+def test_a_failure_that_says_nothing_of_the_guest_is_not_taken_for_a_safe_one():
+    switch = {"switches": [{"vm": "ok", "failed": True, "changed": False, "msg": "killed"}]}
+    (rec,) = upgrade_outcome([_entry("ok")], {"results": [_save("ok")]}, switch, {"results": []}, "hv1")
+    assert rec["status"] == "failed" and rec["guest"].startswith("unknown") and rec["recovered"] is False
+    assert "not paused" not in rec["guest"]
+
+
+@pytest.mark.parametrize("save, status, recovered", [
+    # Another run's lock (or an interrupted one's): the guest is untouched, but this is no pre-check of the VM.
+    ({"failed": True, "msg": "VM x: another live upgrade of this VM is in progress: session abc (cpr-exec, step "
+      "switching). If no run is active any more, settle it with cpr.qemu.qemu_cpr_recover"}, "failed", True),
+    ({"failed": True, "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error", "module_stderr": "Killed"},
+     "failed", False),
+    ({"failed": True, "unreachable": True, "msg": "Failed to connect to the host via ssh"}, "failed", False),
+    ({"failed": True, "msg": "VM x cannot be live-upgraded: cpr-transfer: guest RAM 'pc.ram' ...",
+      "exception": "Traceback (most recent call last): ... UpgradeError"}, "skipped", True),
+])
+def test_only_a_pre_check_refusal_is_skipped(save, status, recovered):
+    (rec,) = upgrade_outcome([_entry("x")], {"results": [save]}, {"skipped": True}, {"results": []}, "hv1")
+    assert (rec["status"], rec["recovered"]) == (status, recovered)
+    assert rec["guest"] == ("old QEMU, not paused" if recovered else rec["guest"])
+    if not recovered:
+        assert rec["guest"].startswith("unknown")
 
 
 def test_checkpoints_must_match_the_batch():

@@ -115,3 +115,106 @@ def test_upgrade_table_aligns_the_columns_and_counts_the_statuses():
         "hv10  db    skipped   10.0.2            -             -        not ready: cpr-transfer: guest RAM 'pc.ram'",
         "2 VMs: 1 skipped, 1 upgraded",
     ]
+
+
+def _with(vm, **more):
+    vm = copy.deepcopy(vm)
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(vm.get(k), dict):
+            vm[k].update(v)
+        else:
+            vm[k] = v
+    return vm
+
+
+SESSION = {"token": "t1", "dialect": "cpr-exec", "step": "switching", "started": 1.0, "age_s": 42.0,
+           "owner_alive": False, "stuck": True}
+
+
+@pytest.mark.parametrize("vm", [
+    # A paused cpr-exec guest already runs the target binary: never "already-current" while a session is open.
+    _with(_vm("stuck", version="11.1.3", outdated=False, current=True), session=SESSION),
+    _with(_vm("stuck"), session=SESSION),
+])
+def test_a_vm_with_a_session_is_neither_current_nor_upgraded(vm):
+    for names in ([], ["stuck"]):
+        (entry,) = upgrade_plan([vm], names=names)
+        assert entry["action"] == "skipped" and not entry["precheck_failed"]
+        assert "qemu_cpr_recover" in entry["reason"] and "step switching" in entry["reason"]
+
+
+def test_a_move_to_an_older_release_is_refused_before_the_pause():
+    vm = _with(_vm("back", version="11.1.3", outdated=False),
+               target={"version": "10.0.2"}, binary={"path": "/usr/bin/qemu-system-x86_64", "root": "/"})
+    (entry,) = upgrade_plan([vm], names=["back"])
+    assert entry["action"] == "skipped" and entry["precheck_failed"]
+    assert "QEMU 10.0.2 cannot take the guest over from the newer QEMU 11.1.3" in entry["reason"]
+    # Within a release series the move is made.
+    (entry,) = upgrade_plan([_with(vm, target={"version": "11.1.1"})], names=["back"])
+    assert entry["action"] == "upgrade"
+
+
+def _rooted(name, root, target_root, dialect="cpr-exec", transfer_ready=True):
+    vm = _vm(name, version="11.1.3", dialect=dialect)
+    vm["binary"] = {"path": "/usr/bin/qemu-system-x86_64", "root": root}
+    vm["target"].update(path="/usr/bin/qemu-system-x86_64", root=target_root)
+    vm["dialects"]["cpr-transfer"]["ready"] = transfer_ready
+    vm["dialects"]["cpr-transfer"]["reasons"] = [] if transfer_ready else ["the launcher is missing"]
+    return vm
+
+
+def test_a_target_in_another_root_needs_cpr_transfer():
+    (entry,) = upgrade_plan([_rooted("a", "/srv/trixie", "/")])
+    assert (entry["action"], entry["dialect"], entry["switch_dialect"]) == ("upgrade", "cpr-transfer", "cpr-transfer")
+    (entry,) = upgrade_plan([_rooted("b", "/srv/trixie/", "/srv/trixie")])
+    assert (entry["action"], entry["dialect"], entry["switch_dialect"]) == ("upgrade", "cpr-exec", None)
+    (entry,) = upgrade_plan([_rooted("c", "/srv/trixie", "/", transfer_ready=False)])
+    assert entry["action"] == "skipped" and entry["precheck_failed"] and "the launcher is missing" in entry["reason"]
+    (entry,) = upgrade_plan([_rooted("d", "/srv/trixie", "/")], dialect="cpr-exec")
+    assert entry["action"] == "skipped" and "only cpr-transfer moves a guest to another root" in entry["reason"]
+
+
+def test_the_binary_before_is_in_the_plan():
+    vm = _with(_vm("old"), binary={"path": "/usr/bin/qemu-system-x86_64", "root": "/", "replaced_on_disk": False})
+    (entry,) = upgrade_plan([vm])
+    assert entry["binary_before"] == {"path": "/usr/bin/qemu-system-x86_64", "root": "/"}
+
+
+def _inspected(name, path, root, version, current=False, vm_version="11.1.3"):
+    vm = _vm(name, version=vm_version, outdated=False, current=current)
+    vm["binary"] = {"path": "/usr/bin/qemu-system-x86_64", "root": "/srv/trixie"}
+    vm["target"].update(path=path, root=root, version=version)
+    return vm
+
+
+def test_targets_move_each_named_vm_to_its_own_binary():
+    # qemu_cpr_info ran once per target: every VM appears once per run.
+    inspected = [
+        _inspected("a", "/opt/qemu-a", "/srv/trixie", "11.1.2"), _inspected("b", "/opt/qemu-a", "/srv/trixie", "11.1.2"),
+        _inspected("c", "/opt/qemu-a", "/srv/trixie", "11.1.2"),
+        _inspected("a", "/usr/bin/qemu-system-x86_64", "/", "10.0.2"),
+        _inspected("b", "/usr/bin/qemu-system-x86_64", "/", "10.0.2"),
+        _inspected("c", "/usr/bin/qemu-system-x86_64", "/", "10.0.2"),
+    ]
+    targets = [{"vm": "a", "binary": "/opt/qemu-a", "root": "/srv/trixie", "version": "11.1.2"},
+               {"vm": "b", "binary": "/usr/bin/qemu-system-x86_64", "root": "/", "version": "10.0.2",
+                "launcher": ["/bin/enter"]},
+               {"vm": "/run/vm/c/qmp.sock", "binary": "/opt/qemu-a", "root": "/srv/trixie/", "version": "11.0.0"}]
+    plan = dict((p["vm"], p) for p in upgrade_plan(inspected, targets=targets))
+    assert sorted(plan) == ["a", "b", "c"]
+    assert (plan["a"]["action"], plan["a"]["target_binary"], plan["a"]["dialect"]) == ("upgrade", "/opt/qemu-a", "cpr-transfer")
+    assert plan["b"]["action"] == "skipped" and "from the newer QEMU 11.1.3" in plan["b"]["reason"]
+    assert plan["b"]["launcher"] == ["/bin/enter"]
+    assert plan["c"]["action"] == "skipped" and plan["c"]["precheck_failed"]
+    assert plan["c"]["reason"] == "/opt/qemu-a in /srv/trixie/ is now QEMU 11.1.2, not 11.0.0 as recorded: put that version back first"
+
+
+def test_targets_leave_other_vms_alone_and_a_target_back_on_its_binary_is_current():
+    inspected = [_inspected("a", "/opt/a", "/", "11.1.3", current=True), _inspected("z", "/opt/a", "/", "11.1.3")]
+    plan = dict((p["vm"], p) for p in upgrade_plan(inspected, targets=[{"vm": "a", "binary": "/opt/a"}]))
+    assert plan["a"]["action"] == "already-current"
+    assert plan["z"] == dict(plan["z"], action="skipped", reason="not in the list of VMs to upgrade")
+    with pytest.raises(AnsibleFilterError, match="against its target"):
+        upgrade_plan(inspected, targets=[{"vm": "a", "binary": "/opt/other"}])
+    with pytest.raises(AnsibleFilterError, match="vm and binary"):
+        upgrade_plan(inspected, targets=[{"binary": "/opt/a"}])
