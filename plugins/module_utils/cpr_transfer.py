@@ -157,6 +157,12 @@ class SocketDir:
     def close(self):
         os.close(self.fd)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def _clean_work_dir(session):
     fd = state.open_work_dir(("/proc/%d/root" if os.path.isabs(session["work_dir"]) else "/proc/%d/cwd")
@@ -174,11 +180,8 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     ``record(**fields)`` keeps what a recovery must know in the session: the new QEMU's PID, and (a mark,
     cheap inside the pause) that it was told to run the guest.
     """
-    sockets = SocketDir(session, session["pid"])
-    try:
+    with SocketDir(session, session["pid"]) as sockets:
         return _switch(conn, session, sockets, timeout, qmp_timeout, record)
-    finally:
-        sockets.close()
 
 
 def _switch(conn, session, sockets, timeout, qmp_timeout, record):

@@ -167,23 +167,6 @@ def _settle_in_place(s, timeout):
         conn.close()
 
 
-def _give_back(s, old_pid):
-    """The old QEMU's QMP socket back at its path (from its second name), the second name gone."""
-    sockets = cpr_transfer.SocketDir(s, old_pid)
-    try:
-        sockets.give_back_if_taken()
-    finally:
-        sockets.close()
-
-
-def _drop_old_socket(s, new_pid):
-    sockets = cpr_transfer.SocketDir(s, new_pid)
-    try:
-        sockets.drop_old()
-    finally:
-        sockets.close()
-
-
 def _settle_transfer(s, timeout):
     """cpr-transfer: the old QEMU and perhaps a new one; at most one of them may ever run the guest."""
     vm = s["vm"]
@@ -198,7 +181,8 @@ def _settle_transfer(s, timeout):
                     status == "paused" and conn.execute("query-migrate").get("status") == "completed")
                 if loaded:
                     common.kill(*old)  # before any cont: the old QEMU must never run the guest again
-                    _drop_old_socket(s, new[0])
+                    with cpr_transfer.SocketDir(s, new[0]) as sockets:
+                        sockets.drop_old()
                     return "finished", "new QEMU, PID %d, %s" % (new[0], _resume(conn, s)), new[0]
             finally:
                 conn.close()
@@ -218,7 +202,8 @@ def _settle_transfer(s, timeout):
                         "must never run it again (its device state is older than the guest's RAM). Recovery: kill "
                         "PID %d, restart the VM from its configuration (the guest reboots), then remove %s"
                         % (s["vm"], new[0], old[0], old[0], sessions.lock_path(s["lock_dir"])))
-    _give_back(s, old[0])
+    with cpr_transfer.SocketDir(s, old[0]) as sockets:
+        sockets.give_back_if_taken()  # the old QEMU's QMP socket back at its path
     conn = _connect(process.host_path(old[0], s["qmp_socket"]), old[0], timeout)
     if conn is None:
         raise Unsettled("stuck", "old QEMU, PID %d, not answering" % old[0],

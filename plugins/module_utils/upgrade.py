@@ -223,7 +223,8 @@ def _recheck(conn, s, argv, label):
     finally:
         os.close(fd)
     if s["dialect"] == cpr_transfer.MODE:
-        cpr_transfer.SocketDir(s, s["pid"]).close()  # its directory must be reachable before the pause
+        with cpr_transfer.SocketDir(s, s["pid"]):
+            pass  # its directory must be reachable before the pause
 
 
 def _abandon(conn, s):

@@ -131,10 +131,10 @@ def test_vms_sharing_a_socket_directory_switch_at_once_and_finish_when_the_modul
     sockets = [os.path.join(shared, "%d.qmp" % n) for n in (100, 101)]
     locks = [os.path.join(state.LOCK_BASE, state.vm_key(sock)) for sock in sockets]
     try:
+        shapes = (("int-shared-exec", "11.1", True, sockets[0]), ("int-shared-xfer", "10.0", False, sockets[1]))
         vms = [lab_vm(name, event_monitor=True, binary_copy=binary_copy, qemu=qemu,
                       extra_args=("-qmp", "unix:%s,server=on,wait=off" % sock))
-               for name, qemu, binary_copy, sock in (("int-shared-exec", "11.1", True, sockets[0]),
-                                                      ("int-shared-xfer", "10.0", False, sockets[1]))]
+               for name, qemu, binary_copy, sock in shapes]
         before = [vm.evidence() for vm in vms]
         given = [_prepare(vms[0], "cpr-exec", sockets[0]), _prepare(vms[1], "cpr-transfer", sockets[1])]
         assert len(set(g["lock_dir"] for g in given)) == 2 and len(set(g["work_dir"] for g in given)) == 2
