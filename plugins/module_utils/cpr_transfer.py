@@ -121,8 +121,7 @@ class SocketDir:
         path = session["qmp_socket"]
         self.name = os.path.basename(path)
         self.backup = self.name + OLD_SOCKET_SUFFIX
-        self.fd = state.open_dir(("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid,
-                                 os.path.dirname(path), (session["uid"],))
+        self.fd = state.open_dir(state.qemu_base(pid, path), os.path.dirname(path), (session["uid"],))
 
     def keep_old(self):
         """A second name for the old QEMU's QMP socket: a new QEMU that dies unlinks the path."""
@@ -165,8 +164,8 @@ class SocketDir:
 
 
 def _clean_work_dir(session):
-    fd = state.open_work_dir(("/proc/%d/root" if os.path.isabs(session["work_dir"]) else "/proc/%d/cwd")
-                             % session["pid"], session["work_dir"], session["uid"], session["gid"])
+    fd = state.open_work_dir(state.qemu_base(session["pid"], session["work_dir"]), session["work_dir"],
+                             session["uid"], session["gid"])
     try:
         for name in ("cpr.sock", "main.sock"):
             state.remove_entry(fd, name)

@@ -289,15 +289,11 @@ def settle(lock_dir, s, timeout=5.0, check_mode=False):
                     msg="%s: settling the session at step %s failed: %s; the lock %s is kept"
                         % (s["vm"], s["step"], e, sessions.lock_path(lock_dir)))
     if _alive(pid, s["new_pid_starttime"] if pid == s.get("new_pid") else s["pid_starttime"]):
-        state.remove_work_dir(_base(pid, s["work_dir"]), s["work_dir"], s["uid"])
+        state.remove_work_dir(state.qemu_base(pid, s["work_dir"]), s["work_dir"], s["uid"])
     sessions.release(lock_dir)
     return dict(out, action=action, guest=guest, recovered=True,
                 msg="%s: the upgrade interrupted at step %s is settled: %s; the guest is on the %s"
                     % (s["vm"], s["step"], action, guest))
-
-
-def _base(pid, path):
-    return ("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid
 
 
 def settle_all(qmp_sockets=(), timeout=5.0, check_mode=False, base=state.LOCK_BASE):

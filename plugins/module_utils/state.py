@@ -82,6 +82,11 @@ def lock_dir(key, base=LOCK_BASE, create=False):
     return path
 
 
+def qemu_base(pid, path):
+    """Where root starts walking to a path as QEMU (PID) sees it: QEMU's root, or its cwd for a relative path."""
+    return ("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid
+
+
 def lock_dirs(base=LOCK_BASE):
     """Every VM's lock directory that exists here."""
     try:

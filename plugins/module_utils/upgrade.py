@@ -167,7 +167,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
                      ["chroot", new_root] if new_root and new_root != "/" else []))
         if check_mode:
             try:
-                os.close(state.open_dir(qemu_base(pid, work_dir), os.path.dirname(work_dir), (uid,)))
+                os.close(state.open_dir(state.qemu_base(pid, work_dir), os.path.dirname(work_dir), (uid,)))
             except state.StateError as e:
                 raise UpgradeError("%s: the work directory %s cannot be made: %s" % (label, work_dir, e))
             return True, s, "%s would be upgraded from QEMU %s to %s by %s" % (
@@ -177,7 +177,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         except (state.StateError, sessions.LockError) as e:
             raise UpgradeError("%s: %s" % (label, e))
         try:
-            os.close(state.open_work_dir(qemu_base(pid, work_dir), work_dir, uid, gid, create=True))
+            os.close(state.open_work_dir(state.qemu_base(pid, work_dir), work_dir, uid, gid, create=True))
             DIALECTS[chosen].arm(conn, s)
         except (state.StateError, QMPError) as e:
             sessions.release(s["lock_dir"])
@@ -185,11 +185,6 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         return True, s, "%s is checked, locked and armed for %s to QEMU %s" % (label, chosen, target["version"])
     finally:
         conn.close()
-
-
-def qemu_base(pid, path):
-    """Where root starts walking to a path as QEMU (PID) sees it: QEMU's root, or its cwd for a relative path."""
-    return ("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid
 
 
 def _locked(given):
@@ -216,7 +211,7 @@ def _recheck(conn, s, argv, label):
     dialect = DIALECTS[s["dialect"]]
     if changed_argv or not dialect.is_armed(conn, s):
         dialect.arm(conn, s)
-    fd = state.open_work_dir(qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
+    fd = state.open_work_dir(state.qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
     try:
         if s["dialect"] in EXEC_DIALECTS:
             state.create_file(fd, os.path.basename(s["state_file"]), s["uid"], s["gid"])
@@ -233,7 +228,7 @@ def _abandon(conn, s):
         DIALECTS[s["dialect"]].disarm(conn)
     except QMPError:
         pass
-    state.remove_work_dir(qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"])
+    state.remove_work_dir(state.qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"])
     sessions.release(s["lock_dir"])
 
 
@@ -435,7 +430,7 @@ def verify(given, timeout=5.0, check_mode=False):
     if not check_mode:
         # The device state file has served; the new QEMU's log stays in the lock directory (it still
         # writes to it).
-        state.remove_work_dir(qemu_base(new_pid, s["work_dir"]), s["work_dir"], s["uid"])
+        state.remove_work_dir(state.qemu_base(new_pid, s["work_dir"]), s["work_dir"], s["uid"])
         sessions.release(s["lock_dir"])
         changed = True
     return changed, result, "%s runs QEMU %s (PID %d), %s; guest paused %s" % (

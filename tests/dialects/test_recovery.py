@@ -62,7 +62,7 @@ def _switch(dialect, vm, s, timeout=20):
     with QMPConnection(vm.qmp_socket) as conn:
         dialect.arm(conn, s)
         if dialect is cpr_exec:
-            fd = state.open_work_dir(upgrade.qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
+            fd = state.open_work_dir(state.qemu_base(s["pid"], s["work_dir"]), s["work_dir"], s["uid"], s["gid"])
             state.create_file(fd, "state", s["uid"], s["gid"])
             os.close(fd)
         return dialect.switch(conn, s, timeout, 5.0)
