@@ -36,7 +36,8 @@ echo "== starting VMs on h1 (one with plain RAM), h2, h3 and the package host h4
 # stage can prove no guest was paused.
 lab_on h1 start vm-h1 --qemu 10.0 --event-monitor >/dev/null
 lab_on h1 start plain-h1 --qemu 10.0 --ram plain --event-monitor >/dev/null
-lab_on h2 start vm-h2 --qemu 10.0 --event-monitor >/dev/null
+# h2's VM carries a secret on its command line: no output channel may show it (checked at the end).
+lab_on h2 start vm-h2 --qemu 10.0 --event-monitor --arg=-object --arg=secret,id=s0,data=cprfleetsecret0 >/dev/null
 # h3's VM runs a copy of QEMU 10.0 that is then replaced on disk, as by a
 # rebuilt package of the same version: upgraded within its release, which is
 # what a rollback can undo.
@@ -134,4 +135,10 @@ ansible-playbook -i "$INV" "$REPO/playbooks/rollback-qemu.yml" -e "@$EXTRAVARS" 
     >"$W/rollback.log" 2>&1
 sessions rollback
 check rollback
+
+echo "== no output channel shows a secret of a VM's command line: reports, job artifacts, playbook output"
+if grep -rls cprfleetsecret "$W"/*.json "$W"/*.log "$W"/runner/artifacts; then
+    echo "a VM's secret leaked into the files above"; exit 1
+fi
+grep -qs "data=\*\*\*\*\*\*\*\*" "$W"/sessions-rollout.json || { echo "the masked secret is not where it should be"; exit 1; }
 echo "fleet: all checks passed"
