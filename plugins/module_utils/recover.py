@@ -36,7 +36,6 @@ from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError
 
 DIALECTS = {cpr_exec.MODE: cpr_exec, cpr_transfer.MODE: cpr_transfer, live_update.MODE: live_update}
-RECOVERED = ("released", "rolled-back", "finished")
 _LOADING = ("inmigrate", "prelaunch")
 
 

@@ -233,15 +233,3 @@ def remove_work_dir(root, work_dir, uid):
     finally:
         os.close(fd)
         os.close(parent)
-
-
-def work_dir_leftovers(root, work_dir, uid):
-    """What is left in the work directory (its entries), or None when there is no such directory."""
-    try:
-        fd = open_work_dir(root, work_dir, uid, -1)
-    except StateError:
-        return None
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)

@@ -18,7 +18,7 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import recover, session as sessions, state, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, recover, session as sessions, state, upgrade
 from ansible_collections.cpr.qemu.plugins.modules import qemu_cprexec
 
 TARGET = "/usr/bin/qemu-system-x86_64"
@@ -52,7 +52,7 @@ def _module(given, fault_spec, tmp_path):
     args = tmp_path / "args.json"
     key = "sessions" if isinstance(given, list) else "session"
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {key: given, "switch_timeout": 60}}))
-    env = dict(os.environ, CPR_QEMU_TEST_FAULT=fault_spec)
+    env = dict(os.environ, **{fault.ENV: fault_spec})
     return subprocess.Popen([sys.executable, qemu_cprexec.__file__, str(args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
@@ -170,6 +170,10 @@ POINTS = {
                     ("after-cont", "finished")),
 }
 KILLED = [(dialect, point, action) for dialect, points in POINTS.items() for point, action in points]
+
+
+def test_every_point_of_the_fault_hook_is_covered():
+    assert set(point for _dialect, point, _action in KILLED) == set(fault.POINTS)
 
 
 @pytest.mark.parametrize("dialect, point, action", KILLED)
