@@ -303,6 +303,15 @@ def read_argv(pid, proc="/proc"):
     return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
 
 
+def executable(pid, proc="/proc"):
+    """(path, deleted): the path /proc/PID/exe names, and whether the file was removed or replaced since
+    (the kernel appends " (deleted)" then)."""
+    exe = os.readlink("%s/%d/exe" % (proc, pid))
+    if exe.endswith(_DELETED):
+        return exe[:-len(_DELETED)], True
+    return exe, False
+
+
 def binary_facts(pid, proc="/proc"):
     """The binary a process runs: path (inside its root), root, file identity, replaced on disk.
 
@@ -312,11 +321,8 @@ def binary_facts(pid, proc="/proc"):
     file QEMU runs, deleted or not, so (dev, inode) identifies the binary.
     """
     base = "%s/%d" % (proc, pid)
-    exe = os.readlink(base + "/exe")
+    exe, deleted = executable(pid, proc)
     root = os.readlink(base + "/root")
-    deleted = exe.endswith(_DELETED)
-    if deleted:
-        exe = exe[:-len(_DELETED)]
     path = exe
     if root != "/" and exe.startswith(root.rstrip("/") + "/"):
         path = exe[len(root.rstrip("/")):]
@@ -373,10 +379,10 @@ def discover(proc="/proc"):
         pid = int(entry)
         try:
             argv = read_argv(pid, proc)
-            exe = os.readlink("%s/%d/exe" % (proc, pid))
+            exe = executable(pid, proc)[0]
         except OSError:
             continue
-        if not argv or not is_qemu(argv, exe.replace(_DELETED, "")):
+        if not argv or not is_qemu(argv, exe):
             continue
         for sock in parse_argv(argv)["qmp_sockets"]:
             try:

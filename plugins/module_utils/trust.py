@@ -24,10 +24,11 @@ import os
 import re
 import stat
 
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+
 # The kernel's limit on symlinks followed in one lookup (MAXSYMLINKS).
 MAX_SYMLINKS = 40
 _PROC_ROOT = re.compile(r"^/proc/[0-9]+/root/?$")
-_DELETED = " (deleted)"
 
 
 class UntrustedError(Exception):
@@ -164,10 +165,7 @@ def check_process_executable(pid, proc="/proc"):
     """
     base = "%s/%d" % (proc, pid)
     st = os.stat(base + "/exe")
-    path = os.readlink(base + "/exe")
-    deleted = path.endswith(_DELETED)
-    if deleted:
-        path = path[:-len(_DELETED)]
+    path, deleted = process.executable(pid, proc)
     judge(st, "%s (the executable of process %d)" % (path, pid))
     root, root_st, judged = _executable_root(base, pid, proc, path, st, deleted)
     try:
