@@ -3,7 +3,9 @@
 #   - QEMU 10.0.x on the host, from bookworm-backports;
 #   - QEMU 11.1.x in a debootstrap'd trixie root, from trixie-backports;
 #   - a second trixie root with QEMU 10.0 and QEMU 11.1 in a local repository;
-#   - Debian's cloud kernel and a busybox initramfs for the test guest.
+#   - Debian's cloud kernel and a busybox initramfs (with the kernel's virtio
+#     modules) for the test guest;
+#   - qemu-img and qemu-io (qemu-utils 10.0) for the lab VMs' disk images.
 # Everything lands in $CPR_LAB_CACHE (default /var/cache/cpr-qemu-lab); a second
 # run finds it there and takes seconds. Apt URIs are taken from this machine's
 # own apt configuration, never written here.
@@ -86,12 +88,16 @@ fleet_packages() {
     [ "$own" -eq 0 ] || rm -f "$policy"
 }
 
+# qemu-system-x86 and qemu-utils (qemu-img and qemu-io, with which the lab
+# makes and reads its VMs' disk images), both of one series from
+# bookworm-backports.
 host_qemu() {
-    local v
-    v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
-    if [[ $v == 1:$HOST_QEMU_SERIES.* ]]; then
-        return
-    fi
+    local p v missing=()
+    for p in qemu-system-x86 qemu-utils; do
+        v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+        [[ $v == 1:$HOST_QEMU_SERIES.* ]] || missing+=("$p")
+    done
+    [ "${#missing[@]}" -gt 0 ] || return 0
     local uri src=/etc/apt/sources.list.d/cpr-qemu-lab-backports.sources
     uri=$(debian_uri bookworm) || die "no bookworm source found in this machine's apt configuration"
     if [ ! -f "$src" ]; then
@@ -106,11 +112,13 @@ EOF
         apt_updated=0
     fi
     apt_update_once
-    log "installing qemu-system-x86 from bookworm-backports"
+    log "installing ${missing[*]} from bookworm-backports"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -t bookworm-backports qemu-system-x86 >/dev/null
-    v=$(dpkg-query -W -f='${Version}' qemu-system-x86)
-    [[ $v == 1:$HOST_QEMU_SERIES.* ]] || die "host QEMU is $v, expected $HOST_QEMU_SERIES.x"
+        -t bookworm-backports "${missing[@]}" >/dev/null
+    for p in "${missing[@]}"; do
+        v=$(dpkg-query -W -f='${Version}' "$p")
+        [[ $v == 1:$HOST_QEMU_SERIES.* ]] || die "host $p is $v, expected $HOST_QEMU_SERIES.x"
+    done
 }
 
 # Runs a command in the trixie root inside a private mount namespace, so the
@@ -185,8 +193,10 @@ pkghost_root() {
     mv "$tmp.json" "$PKGHOST.json"
 }
 
+# Debian's cloud kernel: its vmlinuz, and its package (kept as kernel.deb) for
+# the modules the initramfs carries. Fetched once; the two always match.
 guest_kernel() {
-    [ -s "$GUEST/vmlinuz" ] && return
+    [ -s "$GUEST/vmlinuz" ] && [ -s "$GUEST/kernel.deb" ] && return
     local tmp pkg
     apt_update_once
     pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
@@ -198,24 +208,84 @@ guest_kernel() {
     dpkg-deb -x "$tmp"/*.deb "$tmp/x"
     mkdir -p "$GUEST"
     cp "$tmp"/x/boot/vmlinuz-* "$GUEST/vmlinuz.partial"
+    cp "$tmp"/*.deb "$GUEST/kernel.deb.partial"
     mv "$GUEST/vmlinuz.partial" "$GUEST/vmlinuz"
+    mv "$GUEST/kernel.deb.partial" "$GUEST/kernel.deb"
     rm -rf "$tmp"
 }
 
-# The initramfs is rebuilt whenever its /init changes.
+# The kernel modules the guest may need (virtio disks and NIC), built as
+# modules (=m) in the cloud kernel. The initramfs carries them and their
+# dependencies; /init loads what its devices need.
+GUEST_MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod virtio_net)
+
+# Writes to stdout, for the modules named in $2... and everything they depend
+# on according to modules.dep ($1), one line each in load order (dependencies
+# first): "PATH NAME: DEP..." with PATH relative to modules.dep's directory and
+# DEP... all of NAME's dependencies, direct and indirect.
+resolve_modules() {
+    awk -v want="${*:2}" '
+        function base(p) { sub(/.*\//, "", p); sub(/\.ko(\.[a-z]+)?$/, "", p); return p }
+        {
+            sub(/:$/, "", $1); m = base($1); path[m] = $1; deps[m] = ""
+            for (i = 2; i <= NF; i++) deps[m] = deps[m] " " base($i)
+        }
+        function visit(m,    n, d, i, mine) {
+            if (m in done) return done[m]
+            if (!(m in path)) { print "no module " m > "/dev/stderr"; bad = 1; return "" }
+            done[m] = ""
+            n = split(deps[m], d, " ")
+            for (i = 1; i <= n; i++) {
+                if (index(" " mine " ", " " d[i] " ") == 0) mine = mine " " d[i]
+                mine = mine visit(d[i])
+            }
+            # all dependencies, each once
+            n = split(mine, d, " "); mine = ""
+            for (i = 1; i <= n; i++) if (index(mine " ", " " d[i] " ") == 0) mine = mine " " d[i]
+            done[m] = mine
+            order[++count] = m
+            return mine
+        }
+        END {
+            n = split(want, w, " ")
+            for (i = 1; i <= n; i++) visit(w[i])
+            if (bad) exit 1
+            for (i = 1; i <= count; i++) print path[order[i]], order[i] ":" done[order[i]]
+        }' "$1"
+}
+
+# The initramfs is rebuilt whenever one of its inputs changes: /init, busybox,
+# the kernel package or the list of modules.
 guest_initramfs() {
-    local want have tmp
-    want=$(sha256sum "$HERE/guest/init" | cut -d' ' -f1)
+    local want have tmp rel
+    want=$( (sha256sum "$HERE/guest/init" /bin/busybox "$GUEST/kernel.deb" | cut -d' ' -f1
+        echo "${GUEST_MODULES[*]}") | sha256sum | cut -d' ' -f1)
     have=$(cat "$GUEST/initramfs.sha256" 2>/dev/null || true)
     [ -s "$GUEST/initramfs.gz" ] && [ "$want" = "$have" ] && return
     tmp=$(mktemp -d)
     log "building guest initramfs"
-    mkdir -p "$tmp"/{bin,dev,proc,sys,mem}
-    cp /bin/busybox "$tmp/bin/busybox"
-    ln -s busybox "$tmp/bin/sh"
-    install -m 0755 "$HERE/guest/init" "$tmp/init"
+    # The kernel's modules, with a modules.dep made here (the package has none).
+    dpkg-deb -x "$GUEST/kernel.deb" "$tmp/k"
+    rel=$(basename "$(find "$tmp/k/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n 1)")
+    cmp -s "$tmp/k/boot/vmlinuz-$rel" "$GUEST/vmlinuz" || die "$GUEST/vmlinuz is not the kernel of $GUEST/kernel.deb"
+    /bin/busybox depmod -b "$tmp/k" "$rel"
+    mkdir -p "$tmp"/r/{bin,dev,proc,sys,mem,lib/modules}
+    resolve_modules "$tmp/k/lib/modules/$rel/modules.dep" "${GUEST_MODULES[@]}" >"$tmp/modules" ||
+        die "cannot resolve the guest's modules in $rel"
+    local path line
+    while read -r path line; do
+        case $path in # /init insmods NAME.ko
+        *.ko) cp "$tmp/k/lib/modules/$rel/$path" "$tmp/r/lib/modules/" ;;
+        *.ko.xz) /bin/busybox unxz -c "$tmp/k/lib/modules/$rel/$path" >"$tmp/r/lib/modules/${line%%:*}.ko" ;;
+        *) die "cannot unpack module $path" ;;
+        esac
+        echo "$line" >>"$tmp/r/lib/modules/modules.dep"
+    done <"$tmp/modules"
+    cp /bin/busybox "$tmp/r/bin/busybox"
+    ln -s busybox "$tmp/r/bin/sh"
+    install -m 0755 "$HERE/guest/init" "$tmp/r/init"
     mkdir -p "$GUEST"
-    (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -9) >"$GUEST/initramfs.gz.partial"
+    (cd "$tmp/r" && find . | cpio -o -H newc --quiet | gzip -9) >"$GUEST/initramfs.gz.partial"
     mv "$GUEST/initramfs.gz.partial" "$GUEST/initramfs.gz"
     echo "$want" >"$GUEST/initramfs.sha256"
     rm -rf "$tmp"
