@@ -36,6 +36,8 @@ from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
 MODE = "cpr-transfer"
 OLD_SOCKET_SUFFIX = ".cpr-old"
+# The new QEMU's pidfile, beside the VM's until it is moved over it.
+PIDFILE_SUFFIX = ".cpr-new"
 
 
 def channels(session):
@@ -45,12 +47,26 @@ def channels(session):
     ]
 
 
+def pidfile(session):
+    """The VM's -pidfile as QEMU was given it (relative to its working directory, or absolute), or None."""
+    return process.parse_argv(session["new_argv"])["pidfile"]
+
+
+def _own_pidfile(argv, session):
+    """argv with its -pidfile beside the VM's: the old QEMU holds a lock on that one to its end."""
+    out = list(argv)
+    for i, name, value in process.iter_options(argv):
+        if name == "pidfile" and value is not None:
+            out[i + 1] = pidfile(session) + PIDFILE_SUFFIX
+    return out
+
+
 def qemu_argv(session):
-    """The new QEMU's own argv: new argv, paused, both incoming channels."""
+    """The new QEMU's own argv: new argv (its pidfile beside the VM's), paused, both incoming channels."""
     incoming = []
     for channel in channels(session):
         incoming += ["-incoming", json.dumps(channel, separators=(",", ":"))]
-    return session["new_argv"] + ["-S"] + incoming
+    return _own_pidfile(session["new_argv"], session) + ["-S"] + incoming
 
 
 def launch_argv(session):
@@ -92,7 +108,8 @@ def start_new_qemu(session):
     if refused:
         raise identity.IdentityError("; ".join(refused))
     # QEMU's own -run-with user=/chroot= would die in a QEMU that already runs as that user.
-    argv = identity.argv_for(session["new_argv"], ident) + qemu_argv(session)[len(session["new_argv"]):]
+    argv = identity.argv_for(_own_pidfile(session["new_argv"], session), ident) + \
+        qemu_argv(session)[len(session["new_argv"]):]
     cmd, kwargs = identity.launch_command(argv, ident, session["launcher"])
     log_path = os.path.join(session["lock_dir"], "new-qemu.log")
     log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -112,6 +129,45 @@ def _log_tail(path, argv):
     except OSError:
         return ""
     return " ".join(process.mask_text(text, process.secret_values(argv)).split())[-400:]
+
+
+class PidFile:
+    """The VM's pidfile across the switch.  The new QEMU writes its own beside it (as the same user, in
+    the same directory); once the new QEMU runs the guest, and before the old QEMU is killed (SIGKILL:
+    it never unlinks its pidfile), that one is renamed over the VM's.  So the pidfile names the old QEMU
+    until the new one runs the guest, then the new one."""
+
+    def __init__(self, session, pid):
+        self.path = pidfile(session)
+        self.fd = None
+        if self.path:
+            self.name = os.path.basename(self.path)
+            self.fd = state.open_dir(state.qemu_base(pid, self.path), os.path.dirname(self.path),
+                                     (session["uid"],))
+
+    def take_over(self):
+        """The new QEMU's pidfile in the VM's place (if it wrote one)."""
+        if self.fd is None:
+            return
+        try:
+            os.rename(self.name + PIDFILE_SUFFIX, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+
+    def discard(self):
+        """What a new QEMU that did not take the guest over left."""
+        if self.fd is not None:
+            state.remove_entry(self.fd, self.name + PIDFILE_SUFFIX)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class SocketDir:
@@ -179,11 +235,11 @@ def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
     ``record(**fields)`` keeps what a recovery must know in the session: the new QEMU's PID, and (a mark,
     cheap inside the pause) that it was told to run the guest.
     """
-    with SocketDir(session, session["pid"]) as sockets:
-        return _switch(conn, session, sockets, timeout, qmp_timeout, record)
+    with SocketDir(session, session["pid"]) as sockets, PidFile(session, session["pid"]) as pids:
+        return _switch(conn, session, sockets, pids, timeout, qmp_timeout, record)
 
 
-def _switch(conn, session, sockets, timeout, qmp_timeout, record):
+def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
     vm = session["vm"]
     deadline = time.monotonic() + timeout
     qmp_host = session["qmp_socket_host"]
@@ -216,6 +272,7 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
                 recovered=False)
         proc.poll()
         sockets.give_back(old_identity, qmp_host)
+        pids.discard()
         runstate = common.resume_old(conn, session["runstate_before"])
         _clean_work_dir(session)
         log = _log_tail(log_path, launch_argv(session))
@@ -265,6 +322,10 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
     except Exception as e:  # pylint: disable=broad-except
         if not progress.get("cont_sent"):
             rollback("the new QEMU did not take the guest over: %s" % e)
+        try:
+            pids.take_over()  # it may run the guest; the old QEMU never will
+        except OSError:
+            pass
         common.kill(session["pid"], session["pid_starttime"])
         sockets.drop_old()
         raise common.SwitchFailed(
@@ -276,6 +337,11 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
     # The guest runs on the new QEMU: the old one must never run it again.
     fault.point("before-kill-old")
     try:
+        pids.take_over()
+        pidfile_error = None
+    except OSError as e:
+        pidfile_error = e
+    try:
         common.kill(session["pid"], session["pid_starttime"])
     except common.Survived as e:
         raise common.SwitchFailed(
@@ -283,4 +349,10 @@ def _switch(conn, session, sockets, timeout, qmp_timeout, record):
             "must never be resumed: kill it" % (vm, proc.pid, session["pid"], str(e).split(" ", 3)[-1]),
             guest="new QEMU, PID %d, running; old QEMU PID %d alive" % (proc.pid, session["pid"]), recovered=False)
     sockets.drop_old()
+    if pidfile_error is not None:
+        raise common.SwitchFailed(
+            "%s: the guest runs on the new QEMU (PID %d), but its pidfile could not be moved over the VM's %s: %s. "
+            "Recovery: mv %s%s %s (as QEMU sees those paths)" % (vm, proc.pid, pids.path, pidfile_error, pids.path,
+                                                               PIDFILE_SUFFIX, pids.path),
+            guest="new QEMU, PID %d, running" % proc.pid, recovered=True)
     return {"new_pid": proc.pid, "new_pid_starttime": new_start, "stop": stop, "resume": resume}

@@ -179,6 +179,8 @@ def _settle_transfer(s, timeout):
                 loaded = status == "running" or (
                     status == "paused" and conn.execute("query-migrate").get("status") == "completed")
                 if loaded:
+                    with cpr_transfer.PidFile(s, new[0]) as pids:
+                        pids.take_over()  # before the old QEMU dies: the pidfile never names a dead QEMU
                     common.kill(*old)  # before any cont: the old QEMU must never run the guest again
                     with cpr_transfer.SocketDir(s, new[0]) as sockets:
                         sockets.drop_old()
@@ -201,8 +203,9 @@ def _settle_transfer(s, timeout):
                         "must never run it again (its device state is older than the guest's RAM). Recovery: kill "
                         "PID %d, restart the VM from its configuration (the guest reboots), then remove %s"
                         % (s["vm"], new[0], old[0], old[0], sessions.lock_path(s["lock_dir"])))
-    with cpr_transfer.SocketDir(s, old[0]) as sockets:
+    with cpr_transfer.SocketDir(s, old[0]) as sockets, cpr_transfer.PidFile(s, old[0]) as pids:
         sockets.give_back_if_taken()  # the old QEMU's QMP socket back at its path
+        pids.discard()
     conn = _connect(process.host_path(old[0], s["qmp_socket"]), old[0], timeout)
     if conn is None:
         raise Unsettled("stuck", "old QEMU, PID %d, not answering" % old[0],
