@@ -16,16 +16,17 @@ import json
 import os
 import re
 
-# QEMU options that take no argument (qemu-options.hx entries without HAS_ARG),
-# as far as they can appear on a system emulator's command line.
-FLAG_OPTIONS = frozenset((
-    "S", "s", "nodefaults", "nographic", "daemonize", "enable-kvm", "no-reboot",
-    "no-shutdown", "snapshot", "no-user-config", "no-hpet", "no-acpi", "full-screen",
-    "no-fd-bootchk", "no-quit", "alt-grab", "ctrl-grab", "only-migratable", "preconfig",
-    "nodefconfig", "win2k-hack", "rtc-td-hack", "no-kvm", "usb", "curses", "portrait",
-    "h", "help", "version", "enable-fips", "xen-attach", "singlestep", "mem-prealloc",
-    "sdl", "no-frame", "old-param", "semihosting", "enable-sync-profile",
-))
+# Whether each QEMU option takes a value, as the QEMU binaries themselves told
+# (qemu_binary.learn_options asks each binary about the options of an argv).
+# An option no binary was asked about is taken to have a value unless the next
+# word looks like an option; an argv is acted upon only when all its options
+# are known (unknown_options).
+_TAKES_VALUE = {}
+
+# The options that name a QMP monitor: discovery finds them before it knows
+# which process is QEMU, so without knowing which options take a value.
+_OPTION_WORD = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+QMP_OPTIONS = frozenset(("qmp", "qmp-pretty", "chardev", "mon", "object"))
 
 # Option keys whose values are secrets: never shown in results or logs.  A dotted
 # key (``file.password``) counts by its last part; ``password-secret``,
@@ -92,14 +93,28 @@ def join_options(pairs, implied=None):
     return ",".join(out)
 
 
+def learn_options(takes_value):
+    """Record {option name: whether it takes a value}, as a QEMU binary answered."""
+    _TAKES_VALUE.update(takes_value)
+
+
+def option_words(argv):
+    """Every word of argv that could be an option, by name without its dashes (QEMU takes -opt and --opt)."""
+    return set(a.lstrip("-") for a in argv[1:] if _OPTION_WORD.match(a))
+
+
 def iter_options(argv):
-    """Yield (index, name, value) for each option of a QEMU argv; value is None for flags."""
+    """Yield (index, name, value) for each option of a QEMU argv; value is None for options without one."""
     i = 1
     while i < len(argv):
         arg = argv[i]
         if arg.startswith("-") and len(arg) > 1:
             name = arg.lstrip("-")
-            if name in FLAG_OPTIONS or i + 1 >= len(argv):
+            takes_value = _TAKES_VALUE.get(name)
+            if takes_value is None:
+                # No binary was asked (an untrusted one never is): read as most command lines are written.
+                takes_value = not argv[i + 1].startswith("-") if i + 1 < len(argv) else False
+            if not takes_value or i + 1 >= len(argv):
                 yield i, name, None
                 i += 1
             else:
@@ -111,75 +126,152 @@ def iter_options(argv):
             i += 1
 
 
+def unknown_options(argv):
+    """The options of argv that no QEMU binary was asked about: argv cannot be read for sure."""
+    return sorted(set(name for _i, name, _v in iter_options(argv) if name and name not in _TAKES_VALUE))
+
+
+def _word_pairs(argv):
+    """(index, name, next word) at every word that looks like an option, whatever QEMU would make of it."""
+    for i, arg in enumerate(argv[1:-1], 1):
+        if arg.startswith("-") and len(arg) > 1:
+            yield i, arg.lstrip("-"), argv[i + 1]
+
+
+def option_dict(value, implied):
+    """An option's value as {key: text}: QEMU's key=value syntax, or the JSON object libvirt writes
+    (top-level booleans read as on/off, numbers as their digits; nested objects stay as they are)."""
+    if value.lstrip().startswith("{"):
+        try:
+            node = json.loads(value)
+        except ValueError:
+            node = None
+        if isinstance(node, dict):
+            return dict((k, ("on" if v else "off") if isinstance(v, bool) else
+                         str(v) if isinstance(v, (int, float)) else v) for k, v in node.items())
+    return dict(split_options(value, implied))
+
+
 def _on(value):
     return value in ("on", "yes", "true", "y")
 
 
-def parse_argv(argv):
-    """What a QEMU command line says about the VM, as far as CPR cares."""
+def parse_argv(argv, options=None):
+    """What a QEMU command line says about the VM, as far as CPR cares.
+
+    ``options`` is iter_options(argv) unless given (discovery passes word pairs).
+    Objects, devices, block and network backends may be key=value or JSON.
+    """
     facts = {
         "machine": None, "machine_options": {}, "accel": None, "sandbox": False,
         "spawn_denied": False, "qmp_sockets": [], "memory_objects": [], "incoming": [],
         "start_paused": False, "daemonize": False, "name": None, "vfio_devices": [],
-        "memory": {}, "chardevs": {}, "cpr_enable": [],
+        "memory": {}, "chardevs": {}, "cpr_enable": [], "pidfile": None, "netdevs": [],
     }
-    sockets_by_chardev = {}
-    control_chardevs = []
-    for _i, name, value in iter_options(argv):
-        if name == "S":
-            facts["start_paused"] = True
-        elif name == "daemonize":
-            facts["daemonize"] = True
-        elif name == "enable-kvm" and not facts["accel"]:
-            facts["accel"] = "kvm"
-        elif name in ("machine", "M"):
-            for key, val in split_options(value, "type"):
-                if key == "type":
-                    facts["machine"] = val
-                elif key == "accel":
-                    facts["accel"] = facts["accel"] or val.split(":")[0]
-                else:
-                    facts["machine_options"][key] = val
-        elif name == "accel":
-            facts["accel"] = facts["accel"] or dict(split_options(value, "accel")).get("accel")
-        elif name == "sandbox":
-            opts = dict(split_options(value, "enable"))
-            facts["sandbox"] = _on(opts.get("enable", "off"))
-            facts["spawn_denied"] = facts["sandbox"] and opts.get("spawn") == "deny"
-        elif name in ("qmp", "qmp-pretty"):
-            kind, path = _socket_path(value)
-            if kind == "unix":
-                facts["qmp_sockets"].append(path)
-        elif name == "chardev":
-            d = dict(split_options(value, "backend"))
-            if d.get("id"):
-                facts["chardevs"][d["id"]] = d
-            if d.get("backend") == "socket" and d.get("path") and d.get("id"):
-                sockets_by_chardev[d["id"]] = d["path"]
-        elif name == "m":
-            facts["memory"] = dict(split_options(value, "size"))
-        elif name == "cpr-enable":
-            facts["cpr_enable"].append(value)
-        elif name == "mon":
-            d = dict(split_options(value, "chardev"))
-            if d.get("mode") == "control" and d.get("chardev"):
-                control_chardevs.append(d["chardev"])
-        elif name == "object":
-            d = dict(split_options(value, "qom-type"))
-            if d.get("qom-type", "").startswith("memory-backend-"):
-                facts["memory_objects"].append(d)
-        elif name == "incoming":
-            facts["incoming"].append(value)
-        elif name == "name":
-            facts["name"] = dict(split_options(value, "guest")).get("guest")
-        elif name == "device":
-            d = dict(split_options(value, "driver"))
-            if d.get("driver", "").startswith("vfio-"):
-                facts["vfio_devices"].append(d.get("id") or d.get("host") or d["driver"])
-    for chardev in control_chardevs:
-        if chardev in sockets_by_chardev:
-            facts["qmp_sockets"].append(sockets_by_chardev[chardev])
+    monitors = []
+    for _i, name, value in iter_options(argv) if options is None else options:
+        handler = _PARSERS.get(name)
+        if handler is not None:
+            handler(facts, monitors, value)
+    for chardev in monitors:
+        path = facts["chardevs"].get(chardev, {}).get("path")
+        if facts["chardevs"].get(chardev, {}).get("backend") == "socket" and path:
+            facts["qmp_sockets"].append(path)
     return facts
+
+
+def _flag(key):
+    def handle(facts, _monitors, _value):
+        facts[key] = True
+    return handle
+
+
+def _machine(facts, _monitors, value):
+    for key, val in split_options(value or "", "type"):
+        if key == "type":
+            facts["machine"] = val
+        elif key == "accel":
+            facts["accel"] = facts["accel"] or val.split(":")[0]
+        else:
+            facts["machine_options"][key] = val
+
+
+def _accel(facts, _monitors, value):
+    facts["accel"] = facts["accel"] or dict(split_options(value or "", "accel")).get("accel")
+
+
+def _enable_kvm(facts, _monitors, _value):
+    facts["accel"] = facts["accel"] or "kvm"
+
+
+def _sandbox(facts, _monitors, value):
+    opts = dict(split_options(value or "", "enable"))
+    facts["sandbox"] = _on(opts.get("enable", "off"))
+    facts["spawn_denied"] = facts["sandbox"] and opts.get("spawn") == "deny"
+
+
+def _qmp(facts, _monitors, value):
+    kind, path = _socket_path(value or "")
+    if kind == "unix":
+        facts["qmp_sockets"].append(path)
+
+
+def _chardev(facts, _monitors, value):
+    d = option_dict(value or "", "backend")
+    if d.get("id"):
+        facts["chardevs"][d["id"]] = d
+
+
+def _mon(facts, monitors, value):
+    d = dict(split_options(value or "", "chardev"))
+    if d.get("mode") == "control" and d.get("chardev"):
+        monitors.append(d["chardev"])
+
+
+def _object(facts, monitors, value):
+    d = option_dict(value or "", "qom-type")
+    kind = d.get("qom-type", "")
+    if kind.startswith("memory-backend-"):
+        facts["memory_objects"].append(d)
+    elif kind == "monitor-qmp" and d.get("chardev"):
+        monitors.append(d["chardev"])
+
+
+def _device(facts, _monitors, value):
+    d = option_dict(value or "", "driver")
+    if str(d.get("driver", "")).startswith("vfio-"):
+        facts["vfio_devices"].append(d.get("id") or d.get("host") or d["driver"])
+
+
+def _netdev(facts, _monitors, value):
+    facts["netdevs"].append(option_dict(value or "", "type"))
+
+
+def _setter(key, implied=None):
+    def handle(facts, _monitors, value):
+        facts[key] = value if implied is None else dict(split_options(value or "", implied)).get(implied)
+    return handle
+
+
+def _appender(key):
+    def handle(facts, _monitors, value):
+        facts[key].append(value)
+    return handle
+
+
+def _memory(facts, _monitors, value):
+    facts["memory"] = dict(split_options(value or "", "size"))
+
+
+# What each option the collection reads does to parse_argv's facts.
+_PARSERS = {
+    "S": _flag("start_paused"), "daemonize": _flag("daemonize"), "enable-kvm": _enable_kvm,
+    "machine": _machine, "M": _machine, "accel": _accel, "sandbox": _sandbox,
+    "qmp": _qmp, "qmp-pretty": _qmp, "chardev": _chardev, "mon": _mon, "object": _object,
+    "device": _device, "netdev": _netdev, "nic": _netdev, "m": _memory,
+    "cpr-enable": _appender("cpr_enable"), "incoming": _appender("incoming"),
+    "name": _setter("name", "guest"), "pidfile": _setter("pidfile"),
+}
 
 
 def _socket_path(value):
@@ -362,15 +454,21 @@ def qmp_socket_as_given(pid, argv, path):
     return None
 
 
-def is_qemu(argv, exe_name=""):
-    names = [os.path.basename(argv[0]) if argv else "", os.path.basename(exe_name)]
-    return any(re.match(r"^qemu-system-", n) for n in names)
+def qmp_socket_candidates(argv):
+    """The UNIX sockets argv names as QMP monitors, read without knowing which options take a value:
+    every word that looks like one of QMP_OPTIONS is taken with the word after it."""
+    pairs = [(i, name, value) for i, name, value in _word_pairs(argv) if name in QMP_OPTIONS]
+    return parse_argv(argv, pairs)["qmp_sockets"]
 
 
 def discover(proc="/proc"):
-    """Every QEMU system emulator process here with a QMP UNIX socket on its command line.
+    """Every process here whose command line names a QMP monitor on a UNIX socket, whatever its name.
 
-    Returns a list of {pid, qmp_socket (reachable from here), qmp_socket_as_given}.
+    A QEMU is recognised by what it is, not by what it is called (RHEL's
+    /usr/libexec/qemu-kvm, a build of one's own): its QMP socket answers as
+    QEMU, and its executable is judged before anything is done for it
+    (vm_facts.inspect_discovered).  Returns a list of {pid, qmp_socket
+    (reachable from here), qmp_socket_as_given}.
     """
     found = []
     for entry in os.listdir(proc):
@@ -379,12 +477,9 @@ def discover(proc="/proc"):
         pid = int(entry)
         try:
             argv = read_argv(pid, proc)
-            exe = executable(pid, proc)[0]
         except OSError:
             continue
-        if not argv or not is_qemu(argv, exe):
-            continue
-        for sock in parse_argv(argv)["qmp_sockets"]:
+        for sock in qmp_socket_candidates(argv):
             try:
                 reachable = host_path(pid, sock, proc)
             except OSError:

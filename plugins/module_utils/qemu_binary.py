@@ -17,13 +17,18 @@ import re
 import shutil
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.cpr.qemu.plugins.module_utils import trust
+from ansible_collections.cpr.qemu.plugins.module_utils import process, trust
 
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(?:\s*\((.*)\))?")
 _ALIAS = re.compile(r"\(alias of ([^)]+)\)")
 # What a probe runs with: nothing of the caller's environment (Ansible's, the SSH session's) leaks in.
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+# How many option questions run at once (each is one short run of the binary).
+_ASKING = 8
+# (root, path, file identity) -> option names that binary was already asked about.
+_ASKED = {}
 
 
 class BinaryError(Exception):
@@ -141,3 +146,42 @@ def probe(path, root=None, timeout=30, run_as=None):
     return {"path": path, "root": root, "version": version_string(version),
             "package": package, "machine_types": names, "machine_aliases": aliases,
             "file_id": [st.st_dev, st.st_ino]}
+
+
+def _takes_value(cmd, identity, name, timeout):
+    """Whether option -name takes a value, as the binary says: QEMU reads its whole command line once
+    before acting on any option, and stops there at an option missing its value; so ``-version -name``
+    prints the version when -name takes none.  None when the binary has no such option."""
+    try:
+        proc = subprocess.run(cmd + ["-version", "-" + name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env=CLEAN_ENV, cwd="/", timeout=timeout, check=False,
+                              **identity)
+    except (subprocess.TimeoutExpired, OSError) as e:
+        raise BinaryError("cannot ask %s about -%s: %s" % (cmd[-1], name, e))
+    out = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode == 0 and _VERSION.search(out):
+        return False
+    if "requires an argument" in out:
+        return True
+    return None
+
+
+def learn_options(path, root, argv, run_as=None, timeout=30):
+    """Ask a QEMU binary which options of argv take a value, and teach process.py the answers.
+
+    The binary is judged first (trust.py) and runs as run_as, with a clean
+    environment, inside root.  Only words of argv not asked about before are
+    asked.  Returns the options of argv that no binary knows (process.unknown_options).
+    """
+    root = root or "/"
+    in_root = "" if root == "/" else " (in root %s)" % root
+    st = _trusted_stat(path, root, in_root)
+    asked = _ASKED.setdefault((root, path, st.st_dev, st.st_ino, st.st_mtime), set())
+    words = sorted(process.option_words(argv) - asked)
+    if words:
+        cmd, identity = _command(path, root, run_as)
+        with ThreadPoolExecutor(max_workers=min(_ASKING, len(words))) as pool:
+            answers = list(pool.map(lambda w: _takes_value(cmd, identity, w, timeout), words))
+        process.learn_options(dict((w, a) for w, a in zip(words, answers) if a is not None))
+        asked.update(words)
+    return process.unknown_options(argv)

@@ -35,16 +35,20 @@ except ImportError:
 DEFAULT_TIMEOUT = 5.0
 
 # /proc/net/unix socket states (include/uapi/linux/net.h)
+# /proc/net/unix's flag of a listening socket (__SO_ACCEPTCON).
+_SO_ACCEPTCON = 0x10000
 _SS_CONNECTED = "03"
 
 
 class QMPError(Exception):
-    """A QMP failure.  ``kind`` is a stable keyword; ``str()`` is for operators."""
+    """A QMP failure.  ``kind`` is a stable keyword; ``str()`` is for operators; ``pid`` is the QEMU
+    that holds the socket, where it is known."""
 
-    def __init__(self, kind, message):
+    def __init__(self, kind, message, pid=None):
         super(QMPError, self).__init__(message)
         self.kind = kind
         self.message = message
+        self.pid = pid
 
 
 class QMPCommandError(QMPError):
@@ -78,6 +82,8 @@ def parse_address(address, allow_tcp=False):
         address = address[5:].split(",")[0]
     if not address:
         raise QMPError("bad-address", "empty QMP socket path")
+    if not address.startswith("/"):
+        raise QMPError("bad-address", "QMP socket path %s is relative: give its absolute path" % address)
     return "unix", address
 
 
@@ -104,6 +110,29 @@ def _socket_inodes(pid):
     return inodes
 
 
+def _bound_names(pid, proc_net_unix):
+    """{name a socket of pid is bound to: [(flags, state) of each such socket]}, from /proc/net/unix."""
+    owned = _socket_inodes(pid)
+    bound = {}
+    try:
+        with open(proc_net_unix) as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return bound
+    for row in rows:
+        if len(row) >= 8 and row[6] in owned:
+            bound.setdefault(row[7], []).append((int(row[3], 16), row[5]))
+    return bound
+
+
+def _names_path(pid, name, path):
+    """Whether a socket name as pid bound it (relative to its root) is the file at path."""
+    try:
+        return os.path.samefile("/proc/%d/root%s" % (pid, name), path)
+    except OSError:
+        return False
+
+
 def monitor_has_client(pid, path, proc_net_unix="/proc/net/unix"):
     """Whether QEMU (pid) holds an accepted connection on the listening socket at ``path``.
 
@@ -113,24 +142,14 @@ def monitor_has_client(pid, path, proc_net_unix="/proc/net/unix"):
     relative to QEMU's root, so each candidate name is checked through
     /proc/PID/root.
     """
-    owned = _socket_inodes(pid)
-    bound = {}
-    try:
-        with open(proc_net_unix) as f:
-            rows = [line.split() for line in f.readlines()[1:]]
-    except OSError:
-        return False
-    for row in rows:
-        if len(row) >= 8 and row[6] in owned:
-            bound.setdefault(row[7], []).append(row[5])
-    for name, states in bound.items():
-        try:
-            same = os.path.samefile("/proc/%d/root%s" % (pid, name), path)
-        except OSError:
-            same = False
-        if same and _SS_CONNECTED in states:
-            return True
-    return False
+    return any(_names_path(pid, name, path) and any(st == _SS_CONNECTED for _fl, st in socks)
+               for name, socks in _bound_names(pid, proc_net_unix).items())
+
+
+def listens_on(pid, path, proc_net_unix="/proc/net/unix"):
+    """Whether process pid itself listens on the UNIX socket at ``path``."""
+    return any(_names_path(pid, name, path) and any(fl & _SO_ACCEPTCON for fl, _st in socks)
+               for name, socks in _bound_names(pid, proc_net_unix).items())
 
 
 class QMPConnection:
@@ -172,7 +191,7 @@ class QMPConnection:
                     "busy",
                     "QMP socket %s (QEMU PID %d) is in use by another client; QMP serves one client "
                     "at a time: close the other client (another run, libvirt, a qmp-shell) and retry"
-                    % (self.target, self.pid))
+                    % (self.target, self.pid), pid=self.pid)
             raise QMPError(
                 "no-greeting",
                 "QMP socket %s accepted the connection but sent no greeting within %ss: "

@@ -44,6 +44,10 @@ def common_blockers(facts):
         reasons.append("a live upgrade of this VM is in progress or was interrupted (session at step %s%s): "
                        "settle it with cpr.qemu.qemu_cpr_recover" % (
                            facts["session"]["step"], ", its process is gone" if facts["session"]["stuck"] else ""))
+    if facts.get("managed_by") == "libvirt":
+        reasons.append("libvirt runs this VM (its pidfile or monitor is libvirt's): libvirt holds its monitor and "
+                       "tracks its process, and would lose track of a QEMU replaced behind its back; upgrade it "
+                       "through libvirt")
     if facts["untrusted"]:
         reasons.append("untrusted: %s; the collection runs, probes and launches nothing for it"
                        % facts["untrusted"])
@@ -91,10 +95,38 @@ def transfer_blockers(facts):
 
 
 def exec_blockers(facts):
+    reasons = []
     if facts["exec_denied"]:
-        return ["QEMU runs under -sandbox on,spawn=deny, which forbids the exec this dialect needs "
-                "(cpr-transfer starts a second process instead and still works)"]
-    return []
+        reasons.append("QEMU runs under -sandbox on,spawn=deny, which forbids the exec this dialect needs "
+                       "(cpr-transfer starts a second process instead and still works)")
+    for net in _taps(facts):
+        # Seen on 10.0 and 11.1: QEMU opens /dev/net/tun without O_CLOEXEC, so the fd outlives the exec.
+        reasons.append("network backend %s is a tap: its fd survives the exec and keeps the device busy, so the "
+                       "exec'd QEMU could not attach to it and the guest would be lost; use cpr-transfer with a "
+                       "multi-queue tap (queues=2 or more)" % _net_name(net))
+    return reasons
+
+
+def _taps(facts):
+    return [n for n in facts.get("netdevs") or [] if n.get("type") in ("tap", "bridge")]
+
+
+def _net_name(net):
+    return "'%s'" % net["id"] if net.get("id") else "(-nic %s)" % net.get("type")
+
+
+def tap_transfer_blockers(facts):
+    """A new QEMU opens the VM's taps while the old one holds them: only a multi-queue tap takes a second
+    user, and a tap handed over as an fd (libvirt's fd=) cannot be opened by name at all."""
+    reasons = []
+    for net in _taps(facts):
+        if net.get("fd") or net.get("fds") or net.get("type") == "bridge":
+            reasons.append("network backend %s was handed to QEMU as an open fd (fd=, fds= or a bridge helper): "
+                           "the new QEMU would not have it" % _net_name(net))
+        elif int(net.get("queues") or 1) < 2:
+            reasons.append("network backend %s is a single-queue tap: the new QEMU cannot attach while the old "
+                           "one holds it (EBUSY); give it queues=2 or more at the VM's next start" % _net_name(net))
+    return reasons
 
 
 def assess(facts):
@@ -116,7 +148,7 @@ def assess(facts):
         if dialect in ("cpr-exec", "cpr-transfer"):
             reasons += shared_ram_blockers(facts)
         if dialect == "cpr-transfer":
-            reasons += transfer_blockers(facts)
+            reasons += transfer_blockers(facts) + tap_transfer_blockers(facts)
         if dialect in ("cpr-exec", "live-update"):
             reasons += exec_blockers(facts)
         if dialect == "live-update":

@@ -74,10 +74,15 @@ def _binary_root(dialect, pid, new_root):
     return new_root or "/"
 
 
-def _probe(path, root, facts, label):
-    """The new binary, judged (trust.py) and run as the VM's QEMU runs: no more rights than that."""
+def _probe(path, root, facts, label, argv):
+    """The new binary, judged (trust.py) and run as the VM's QEMU runs: no more rights than that.
+
+    It is asked, too, which options of argv take a value, where the VM's own binary could not tell.
+    """
+    run_as = process.credentials(facts["pid"])
     try:
-        target = qemu_binary.probe(path, root, run_as=process.credentials(facts["pid"]))
+        target = qemu_binary.probe(path, root, run_as=run_as)
+        qemu_binary.learn_options(path, root, argv, run_as)
     except qemu_binary.BinaryError as e:
         raise UpgradeError("%s: %s" % (label, e))
     if facts["machine"]["type"] not in target["machine_types"]:
@@ -99,7 +104,8 @@ def _refuse_older_release(running, target, label):
                            % (label, target, running))
 
 
-def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
+def _check_new_argv(argv, facts, qmp_as_given, dialect, label, root):
+    """Refuse, before any pause, a new argv the new QEMU (started in root, a host path) could not take over with."""
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
     old_argv = process.read_argv(facts["pid"])
     if dialect == cpr_transfer.MODE:
@@ -107,6 +113,8 @@ def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
     elif identity.argv_chroots(old_argv) is not None and process.credentials(facts["pid"])[0] != 0:
         problems.append("QEMU chrooted itself into %s and runs unprivileged: the new binary would be looked "
                         "up inside that chroot, where it cannot chroot again" % identity.argv_chroots(old_argv))
+    if facts["accelerator"] == "kvm":
+        problems += validation.kvm_problems(root, *process.credentials(facts["pid"]))
     if dialect == live_update.MODE:
         proto = live_update.protocol(facts)[0]
         problems += validation.check_live_update_fds(facts["pid"], argv, [c["label"] for c in facts["chardevs"]],
@@ -119,6 +127,9 @@ def _check_new_argv(argv, facts, qmp_as_given, dialect, label):
 def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None, state_dir=None,
             timeout=5.0, check_mode=False):
     """qemu_cprsave: check everything, lock the VM, arm QEMU.  Returns (changed, session, msg)."""
+    relative = validation.relative_paths(new_binary=new_binary, new_root=new_root, state_dir=state_dir)
+    if relative:
+        raise UpgradeError("%s must be absolute paths; nothing was changed" % ", ".join(relative))
     conn = _connect(qmp_socket, timeout)
     try:
         facts = vm_facts.gather(conn)
@@ -135,7 +146,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             raise UpgradeError("%s: %s" % (label, sessions.held_message(state.lock_dir(key))))
         chosen, via = _choose(dialect, facts, label)
         root = _binary_root(chosen, pid, new_root)
-        target = _probe(new_binary, root, facts, label)
+        target = _probe(new_binary, root, facts, label, argv)
         _refuse_older_release(facts["version"], target["version"], label)
         base = {"vm": label, "qmp_socket_host": qmp_socket, "pid": pid, "dialect": chosen, "via": via,
                 "old_version": facts["version"], "new_version": target["version"],
@@ -149,7 +160,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             # The exec'd QEMU already runs as the user QEMU dropped to: its -run-with user= would try again
             # (setgroups as that user) and die, the guest with it.
             new_argv = identity.argv_for(new_argv, identity.capture(pid))
-        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label)
+        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label, root)
 
         work_dir = state_dir or state.work_dir_for(qmp_as_given)
         uid, gid, _groups = process.credentials(pid)
@@ -203,8 +214,8 @@ def _recheck(conn, s, argv, label):
     if not ready["ready"]:
         raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
     new_argv = list(argv) if argv else s["new_argv"]
-    target = _probe(new_argv[0], s["new_root"], facts, label)
-    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label)
+    target = _probe(new_argv[0], s["new_root"], facts, label, new_argv)
+    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label, s["new_root"])
     changed_argv = new_argv != s["new_argv"]
     s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
              new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import os
 import re
+import stat
 
 from ansible_collections.cpr.qemu.plugins.module_utils import process
 
@@ -26,20 +27,52 @@ OWNED_OPTIONS = {
 }
 
 
-_SIZE = re.compile(r"^(\d+)([kKmMgGtT]?)[bB]?$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# QEMU's sizes (qemu_strtosz): a decimal number, a fraction allowed, and one suffix of B, K, M, G, T,
+# P or E in either case.
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([bBkKmMgGtTpPeE]?)$")
+_UNITS = dict((u, 1 << (10 * n)) for n, u in enumerate("bkmgtpe"))
+_UNITS[""] = 1
 
 
 class ValidationError(Exception):
     pass
 
 
+def kvm_problems(root, uid, gid, groups):
+    """Why a QEMU started as uid/gid/groups inside root (a host path) could not open /dev/kvm there.
+
+    A QEMU that started as root opened /dev/kvm before dropping its privileges; the QEMU that
+    takes over opens it anew, as the user the VM now runs as.
+    """
+    where = os.path.join(root, "dev/kvm")
+    try:
+        st = os.stat(where)
+    except OSError as e:
+        return ["/dev/kvm is not there in the new QEMU's root %s (%s): it could not start under KVM" % (root, e.strerror)]
+    if not stat.S_ISCHR(st.st_mode):
+        return ["/dev/kvm in the new QEMU's root %s is no character device" % root]
+    mode = stat.S_IMODE(st.st_mode)
+    rw = 0o6
+    if uid == 0 or (st.st_uid == uid and (mode >> 6) & rw == rw) or (
+            st.st_gid in [gid] + list(groups) and (mode >> 3) & rw == rw) or mode & rw == rw:
+        return []
+    return ["/dev/kvm in the new QEMU's root %s (mode %04o, uid %d, gid %d) cannot be opened for reading and writing "
+            "by uid %d, gid %d, groups %s, as whom the new QEMU runs: it could not start under KVM"
+            % (root, mode, st.st_uid, st.st_gid, uid, gid, list(groups))]
+
+
+def relative_paths(**paths):
+    """The names of the given path options whose value is set but not absolute: a relative path would
+    mean a place below wherever the module happens to run."""
+    return sorted(name for name, path in paths.items() if path and not os.path.isabs(path))
+
+
 def parse_size(text):
-    """Bytes of a QEMU size (``256M``, ``1G``, ``268435456``), or None if unparseable."""
+    """Bytes of a QEMU size (``256M``, ``1.5G``, ``268435456``), or None if unparseable."""
     m = _SIZE.match(str(text).strip())
     if not m:
         return None
-    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 def strip_options(argv, names):
@@ -84,6 +117,13 @@ def check_argv(argv, facts, qmp_socket, dialect="cpr-exec"):
     problems = []
     if not argv or not os.path.isabs(argv[0]):
         return ["the new argv must start with the absolute path of the new QEMU binary"]
+    unknown = sorted(set(process.unknown_options(argv) + process.unknown_options(facts["argv"])))
+    if unknown:
+        return ["neither the VM's QEMU binary nor the new one says whether %s take%s a value, so the VM's "
+                "command line cannot be read for sure%s" % (", ".join("-" + n for n in unknown),
+                                                            "s" if len(unknown) == 1 else "",
+                                                            " (%s)" % facts["options_error"]
+                                                            if facts.get("options_error") else "")]
     parsed = process.parse_argv(argv)
     for _i, name, _value in process.iter_options(argv):
         if name in OWNED_OPTIONS:
@@ -126,7 +166,7 @@ def ram_size(parsed):
     machine's memory backend, else QEMU's default of 128 MiB."""
     text = parsed["memory"].get("size")
     if text is not None:
-        return parse_size(text + "M" if text.isdigit() else text)
+        return parse_size(text + "M" if text[-1:].isdigit() else text)
     backend = parsed["machine_options"].get("memory-backend")
     return parse_size(next((o.get("size", "") for o in parsed["memory_objects"]
                             if backend and o.get("id") == backend), "128M"))

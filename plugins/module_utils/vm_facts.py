@@ -11,7 +11,11 @@ one QMP socket and never raises for a VM it cannot reach: the report says why.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.cpr.qemu.plugins.module_utils import identity, process, readiness, recover, session, state, trust
+import os
+
+from ansible_collections.cpr.qemu.plugins.module_utils import (
+    identity, process, qemu_binary, readiness, recover, session, state, trust)
+from ansible_collections.cpr.qemu.plugins.module_utils import qmp
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
 
 _MACHINE_SUFFIX = "-machine"
@@ -94,13 +98,44 @@ def runs_as(pid):
                                         "systemd_main_pid"))
 
 
+# Where libvirt keeps the pidfiles and monitors of the QEMUs it runs.
+_LIBVIRT_DIRS = ("/run/libvirt/", "/var/run/libvirt/", "/var/lib/libvirt/")
+
+
+def manager(parsed):
+    """Which management stack runs this VM and holds its monitor ("libvirt"), as its argv says, or None."""
+    paths = [parsed["pidfile"] or ""] + parsed["qmp_sockets"]
+    return "libvirt" if any(p.startswith(_LIBVIRT_DIRS) for p in paths) else None
+
+
+def _manager_of(pid):
+    """manager() of a process's argv (read as best it can be), or None if it cannot be read."""
+    try:
+        return manager(process.parse_argv(process.read_argv(pid)))
+    except (OSError, TypeError):
+        return None
+
+
+def learn_options(pid, argv):
+    """Ask the VM's own QEMU binary, as the VM's user and inside its root, which of its options take a
+    value (process.learn_options).  Returns why it could not be asked, or None."""
+    root = "/" if os.readlink("/proc/%d/root" % pid) == "/" else "/proc/%d/root" % pid
+    try:
+        qemu_binary.learn_options(process.binary_facts(pid)["path"], root, argv, process.credentials(pid))
+    except qemu_binary.BinaryError as e:
+        return str(e)
+    return None
+
+
 def gather(conn):
     """Facts about the VM behind an open QMPConnection (its peer PID is the QEMU process)."""
     pid = conn.pid
     argv = process.read_argv(pid)
+    untrusted = untrusted_reason(pid)
+    # A binary that is not root's alone never runs: its argv is read as best it can be.
+    options_error = untrusted or learn_options(pid, argv)
     parsed = process.parse_argv(argv)
     masked = process.mask_argv(argv)
-    untrusted = untrusted_reason(pid)
     version = conn.execute("query-version")
     v = version["qemu"]
     status = conn.execute("query-status")
@@ -139,6 +174,10 @@ def gather(conn):
         "package": version.get("package", "").strip(),
         "runstate": status["status"],
         "argv": masked,
+        "unknown_options": process.unknown_options(argv),
+        "options_error": options_error,
+        "pidfile": parsed["pidfile"],
+        "managed_by": manager(parsed),
         "accelerator": accel,
         "xen": accel == "xen" or machine_type.startswith("xen"),
         "machine": {"given": given, "type": machine_type,
@@ -159,6 +198,7 @@ def gather(conn):
         "chardevs": [{"label": c["label"], "filename": c.get("filename", "")}
                      for c in conn.execute("query-chardev")],
         "chardev_options": process.parse_argv(masked)["chardevs"],
+        "netdevs": process.parse_argv(masked)["netdevs"],
     }
 
 
@@ -181,7 +221,12 @@ def inspect(address, timeout, target=None):
         with QMPConnection(address, timeout=timeout) as conn:
             facts = gather(conn)
     except QMPError as e:
-        return {"qmp_socket": address, "error": e.message, "error_kind": e.kind}
+        report = {"qmp_socket": address, "error": e.message, "error_kind": e.kind}
+        if e.kind == "busy" and _manager_of(e.pid) == "libvirt":
+            report.update(managed_by="libvirt", error="%s: libvirt runs this VM and holds its monitor; the "
+                          "collection leaves it alone (libvirt would lose track of a QEMU replaced behind its back): "
+                          "upgrade it through libvirt" % address)
+        return report
     except OSError as e:
         # The process went away between the QMP greeting and reading /proc.
         return {"qmp_socket": address, "error": "cannot read the QEMU process: %s" % e,
@@ -194,8 +239,17 @@ def inspect(address, timeout, target=None):
     return facts
 
 
-def inspect_discovered(found, timeout, target=None):
-    """One report per discovered QEMU process, through the first of its QMP sockets that answers.
+def _is_vm(pid, report):
+    """Whether a discovered process is a QEMU to report: its socket answered QMP as this very process, or
+    (a monitor held by another client, say) the process itself listens on it.  Anything else that names
+    a QMP socket on its command line (a client, a wrapper's argv) is not the collection's business."""
+    if "error" not in report:
+        return report["pid"] == pid
+    return qmp.listens_on(pid, report["qmp_socket"])
+
+
+def inspect_discovered(found, timeout, target=None, is_vm=_is_vm):
+    """One report per QEMU among the discovered processes, through the first of its QMP sockets that answers.
 
     ``found`` is process.discover()'s list.  A VM may have several monitors (one held by a
     management tool, say): it is one VM, reported once, with the error of its first socket if none
@@ -205,7 +259,7 @@ def inspect_discovered(found, timeout, target=None):
     for entry in found:
         by_pid.setdefault(entry["pid"], []).append(entry["qmp_socket"])
     reports = []
-    for sockets in by_pid.values():
+    for pid, sockets in by_pid.items():
         first = None
         for sock in sockets:
             report = inspect(sock, timeout, target)
@@ -214,5 +268,6 @@ def inspect_discovered(found, timeout, target=None):
             first = first or report
         else:
             report = first
-        reports.append(report)
+        if is_vm(pid, report):
+            reports.append(report)
     return reports

@@ -36,10 +36,12 @@ options:
   qmp_sockets:
     description:
       - QMP UNIX socket paths of the VMs to inspect, as plain paths or C(unix:PATH).
-      - When empty, every QEMU system emulator process on this host that has a QMP UNIX socket
-        on its command line (C(-qmp unix:...) or C(-chardev socket,...) with C(-mon mode=control))
-        is discovered and inspected, each once. A QEMU with several QMP sockets is inspected through
-        the first one that answers (another client may hold the others).
+      - When empty, every process on this host that names a QMP UNIX socket on its command line
+        (C(-qmp unix:...), or C(-chardev socket,...) with C(-mon mode=control) or C(-object monitor-qmp))
+        is discovered, whatever its binary is called (C(/usr/libexec/qemu-kvm) too). It is reported
+        when that socket answers QMP as the process itself, or, when no socket answers (another client
+        holds it), when its executable is root's alone. Each VM is inspected once, through the first of
+        its QMP sockets that answers.
       - TCP monitors are refused.
     type: list
     elements: str
@@ -154,6 +156,28 @@ vms:
       description: QEMU's command line, with secret values (C(data=), C(password=)) masked.
       type: list
       elements: str
+    unknown_options:
+      description: >-
+        Options of the command line that neither the VM's QEMU binary nor the target binary said whether they
+        take a value (each binary is asked, C(-version -NAME), as the VM's user). A VM with any is not upgraded.
+      type: list
+      elements: str
+      sample: []
+    options_error:
+      description: Why the VM's own binary could not be asked about its options (untrusted, gone from disk), or null.
+      type: str
+    pidfile:
+      description: >-
+        The C(-pidfile) QEMU was given, as QEMU sees it, or null. A cpr-transfer writes the new QEMU's PID into
+        it once the new QEMU runs the guest, before the old QEMU is killed.
+      type: str
+      sample: /run/qemu-server/100.pid
+    managed_by:
+      description: >-
+        V(libvirt) when libvirt runs the VM (its pidfile or QMP monitor lies in libvirt's directories); such a VM
+        is never upgraded by this collection, since libvirt would lose track of its process. Null otherwise.
+        Also returned with RV(vms[].error) when libvirt holds the VM's monitor (instead of a plain V(busy)).
+      type: str
     accelerator:
       description: Accelerator in use (C(query-accelerators), else C(query-kvm) and the command line).
       type: str
@@ -418,7 +442,7 @@ target:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, qemu_binary, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils import process, qemu_binary, validation, vm_facts
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -435,6 +459,9 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    relative = validation.relative_paths(target_binary=p["target_binary"], target_root=p["target_root"])
+    if relative:
+        module.fail_json(msg="%s must be absolute paths" % ", ".join(relative))
 
     target = None
     if p["target_binary"]:

@@ -131,6 +131,12 @@ def _fail(message):
     sys.exit("%s: %s" % (PROG, message))
 
 
+# The options the simulator knows: without a value, and with one.
+FLAGS = ("-S", "-no-shutdown", "-version")
+VALUED = ("-machine", "-name", "-m", "-object", "-chardev", "-serial", "-qmp", "-accel", "-action",
+          "-cpr-enable", "-device", "-simulate-series")
+
+
 class Config:
     """The command line, as far as the simulator understands it; anything else is refused."""
 
@@ -153,6 +159,7 @@ class Config:
         self._check()
 
     def _parse(self, argv):
+        self._first_pass(argv)
         i = 1
         while i < len(argv):
             opt = argv[i]
@@ -164,9 +171,26 @@ class Config:
             if opt == "-version":
                 print("QEMU emulator version %d.%d.%d (%s)" % (VERSION + (PACKAGE,)))
                 sys.exit(0)
-            val = argv[i + 1] if i + 1 < len(argv) else _fail("%s requires an argument" % opt)
+            val = argv[i + 1]
             i += 2
             self._option(opt, val)
+
+    @staticmethod
+    def _first_pass(argv):
+        """QEMU reads its whole command line once before acting on any option (vl.c qemu_init, "first
+        pass of option parsing", in every QEMU the series was posted against): an unknown option or one
+        missing its value ends it there, ahead of -version."""
+        i = 1
+        while i < len(argv):
+            opt = argv[i]
+            if opt in FLAGS:
+                i += 1
+                continue
+            if opt not in VALUED:
+                _fail("%s: invalid option" % opt)
+            if i + 1 >= len(argv):
+                _fail("%s: requires an argument" % opt)
+            i += 2
 
     def _option(self, opt, val):
         if opt == "-machine" and val == "help":

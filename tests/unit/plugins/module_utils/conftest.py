@@ -3,13 +3,14 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import json
 import os
 import shutil
 import tempfile
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import trust
+from ansible_collections.cpr.qemu.plugins.module_utils import process, trust
 
 
 @pytest.fixture
@@ -32,3 +33,11 @@ def trusted_dir():
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path)
+
+
+@pytest.fixture(autouse=True)
+def qemu_options():
+    """What QEMU 10.0.2 and 11.1.3 answered to ``-version -NAME`` for every option of their -help (data/options.json:
+    true, the option takes a value), taught to process.py as qemu_binary.learn_options would."""
+    with open(os.path.join(os.path.dirname(__file__), "data", "options.json")) as f:
+        process.learn_options(json.load(f))

@@ -102,17 +102,24 @@ def _fake_proc(tmp_path, pid, argv, exe, root="/"):
     return d
 
 
-def test_discover_finds_qemu_with_qmp_sockets_only(tmp_path):
+def test_discover_finds_every_qmp_monitor_whatever_the_process_is_called(tmp_path):
     _fake_proc(tmp_path, 10, ["/usr/bin/qemu-system-x86_64", "-qmp", "unix:/run/a.sock,server=on"],
                "/usr/bin/qemu-system-x86_64")
     _fake_proc(tmp_path, 11, ["/usr/bin/qemu-system-x86_64", "-nodefaults"], "/usr/bin/qemu-system-x86_64")
-    _fake_proc(tmp_path, 12, ["/usr/bin/python3", "-qmp", "unix:/run/b.sock"], "/usr/bin/python3.11")
-    # Replaced on disk: exe reads "(deleted)", argv[0] renamed by the process.
-    _fake_proc(tmp_path, 13, ["qemu-kvm-worker", "-qmp", "unix:/run/c.sock"],
+    # RHEL's name, libvirt's monitor: an option without a value (-no-user-config) before it changes nothing.
+    _fake_proc(tmp_path, 12, ["/usr/libexec/qemu-kvm", "-no-user-config", "-chardev",
+                              "socket,id=charmonitor,path=/run/b.sock,server=on,wait=off", "-mon",
+                              "chardev=charmonitor,id=monitor,mode=control"], "/usr/libexec/qemu-kvm")
+    # Replaced on disk: exe reads "(deleted)", argv[0] renamed by the process; 11.1's monitor object.
+    _fake_proc(tmp_path, 13, ["qemu-kvm-worker", "-async-teardown", "-chardev", "socket,id=m,path=/run/c.sock",
+                              "-object", '{"qom-type":"monitor-qmp","id":"mon0","chardev":"m"}'],
                "/usr/bin/qemu-system-x86_64 (deleted)")
+    # Whether it is QEMU is for its QMP socket to say (vm_facts.inspect_discovered).
+    _fake_proc(tmp_path, 14, ["/usr/bin/python3", "-qmp", "unix:/run/d.sock"], "/usr/bin/python3.11")
     (tmp_path / "self").mkdir()
     found = process.discover(str(tmp_path))
-    assert [(d["pid"], d["qmp_socket"]) for d in found] == [(10, "/run/a.sock"), (13, "/run/c.sock")]
+    assert [(d["pid"], d["qmp_socket"]) for d in found] == [
+        (10, "/run/a.sock"), (12, "/run/b.sock"), (13, "/run/c.sock"), (14, "/run/d.sock")]
 
 
 def test_discover_reaches_sockets_of_chrooted_qemu_through_its_root(tmp_path):
@@ -137,3 +144,22 @@ def test_binary_facts_give_the_path_inside_the_root_and_the_file_identity(tmp_pa
     assert facts["root"] == str(root)
     assert facts["replaced_on_disk"] is False
     assert facts["file_id"] == [os.stat(str(real)).st_dev, os.stat(str(real)).st_ino]
+
+
+def test_an_option_no_binary_was_asked_about_is_taken_to_need_a_value_and_named():
+    argv = ["q", "-cpr-test-flag", "disk.img", "-qmp", "unix:/run/a.sock", "-S"]
+    assert process.parse_argv(argv)["qmp_sockets"] == ["/run/a.sock"]
+    assert process.unknown_options(argv) == ["cpr-test-flag"]
+    # Without an answer, what follows decides: here the image reads as the option's value.
+    assert [v for _i, n, v in process.iter_options(argv) if n == "cpr-test-flag"] == ["disk.img"]
+    assert process.parse_argv(["q", "-cpr-test-other", "-qmp", "unix:/run/b.sock"])["qmp_sockets"] == ["/run/b.sock"]
+    # Discovery reads QMP monitors without knowing: the word after each monitor option.
+    assert process.qmp_socket_candidates(argv) == ["/run/a.sock"]
+    process.learn_options({"cpr-test-flag": False})
+    assert [v for _i, n, v in process.iter_options(argv) if n == "cpr-test-flag"] == [None]
+    assert process.unknown_options(argv) == []
+
+
+def test_option_words_are_what_could_be_option_names():
+    assert process.option_words(["q", "-m", "--enable-kvm", "-1x", "-append", "-rd.break x", "-", "/x"]) == \
+        set(["m", "enable-kvm", "1x", "append"])

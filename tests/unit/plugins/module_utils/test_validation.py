@@ -4,6 +4,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import stat
 
 import pytest
 import yaml
@@ -50,6 +51,23 @@ def test_pin_machine(argv, pinned):
 
 
 @pytest.mark.parametrize("text, size", [("256M", 256 << 20), ("1G", 1 << 30), ("4096", 4096),
-                                        ("2k", 2048), ("1.5G", None), ("", None)])
+                                        ("2k", 2048), ("1.5G", 3 << 29), ("0.5k", 512), ("1T", 1 << 40),
+                                        ("1.5X", None), ("1..5G", None), ("", None)])
 def test_parse_size(text, size):
     assert validation.parse_size(text) == size
+
+
+def test_kvm_problems_name_who_cannot_open_dev_kvm(trusted_dir):
+    dev = os.path.join(trusted_dir, "dev")
+    os.mkdir(dev)
+    assert "is not there" in validation.kvm_problems(trusted_dir, 0, 0, [])[0]
+    os.mknod(os.path.join(dev, "kvm"), 0o600 | stat.S_IFCHR, os.makedev(10, 232))
+    assert validation.kvm_problems(trusted_dir, 0, 0, []) == []
+    assert "cannot be opened for reading and writing by uid 1000" in validation.kvm_problems(trusted_dir, 1000, 1000, [])[0]
+    os.chown(os.path.join(dev, "kvm"), 0, 36)
+    os.chmod(os.path.join(dev, "kvm"), 0o660)
+    assert validation.kvm_problems(trusted_dir, 1000, 1000, [36]) == []
+
+
+def test_relative_paths_are_named():
+    assert validation.relative_paths(state_dir="cpr-here", new_root="/srv/root", new_binary=None) == ["state_dir"]

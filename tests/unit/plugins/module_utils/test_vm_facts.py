@@ -15,7 +15,34 @@ def test_a_vm_with_several_monitors_is_inspected_once_through_one_that_answers(m
     monkeypatch.setattr(vm_facts, "inspect", fake_inspect)
     found = [{"pid": 1, "qmp_socket": "/run/1/held.sock"}, {"pid": 1, "qmp_socket": "/run/1/qmp.sock"},
              {"pid": 2, "qmp_socket": "/run/2/held.sock"}, {"pid": 3, "qmp_socket": "/run/3/qmp.sock"}]
-    got = vm_facts.inspect_discovered(found, 1.0)
+    got = vm_facts.inspect_discovered(found, 1.0, is_vm=lambda pid, report: True)
     assert got == [{"qmp_socket": "/run/1/qmp.sock", "pid": 1},
                    {"qmp_socket": "/run/2/held.sock", "error": "in use by another client", "error_kind": "busy"},
                    {"qmp_socket": "/run/3/qmp.sock", "pid": 3}]
+
+
+def test_only_a_process_that_answers_qmp_as_itself_or_listens_on_the_socket_is_a_vm(monkeypatch):
+    monkeypatch.setattr(vm_facts.qmp, "listens_on", lambda pid, path: pid == 5)
+    assert vm_facts._is_vm(1, {"pid": 1})
+    assert not vm_facts._is_vm(3, {"pid": 1}), "a client that names another process's socket"
+    assert vm_facts._is_vm(5, {"qmp_socket": "/run/a", "error": "busy", "error_kind": "busy"}), "a held monitor"
+    assert not vm_facts._is_vm(4, {"qmp_socket": "/run/a", "error": "missing", "error_kind": "missing"})
+
+
+def test_a_vm_whose_pidfile_or_monitor_is_libvirts_is_managed_by_libvirt():
+    parsed = {"pidfile": "/run/libvirt/qemu/db1.pid", "qmp_sockets": ["/var/lib/libvirt/qemu/domain-1-db1/monitor.sock"]}
+    assert vm_facts.manager(parsed) == "libvirt"
+    assert vm_facts.manager({"pidfile": None, "qmp_sockets": ["/var/lib/libvirt/qemu/db1.monitor"]}) == "libvirt"
+    assert vm_facts.manager({"pidfile": "/run/qemu-server/100.pid", "qmp_sockets": ["/run/qemu-server/100.qmp"]}) is None
+
+
+def test_a_monitor_held_by_libvirt_is_reported_as_libvirts(monkeypatch):
+    def busy(address, timeout):
+        raise vm_facts.QMPError("busy", "QMP socket %s (QEMU PID 7) is in use by another client" % address, pid=7)
+
+    monkeypatch.setattr(vm_facts, "QMPConnection", busy)
+    monkeypatch.setattr(vm_facts.process, "read_argv", lambda pid: ["/usr/libexec/qemu-kvm", "-pidfile",
+                                                                      "/run/libvirt/qemu/db1.pid"])
+    report = vm_facts.inspect("/var/lib/libvirt/qemu/domain-1-db1/monitor.sock", 1.0)
+    assert report["managed_by"] == "libvirt" and report["error_kind"] == "busy"
+    assert "upgrade it through libvirt" in report["error"]
