@@ -132,8 +132,8 @@ def _log_tail(path, argv):
 
 
 class PidFile:
-    """The VM's pidfile across the switch.  The new QEMU writes its own beside it (as the same user, in
-    the same directory); once the new QEMU runs the guest, and before the old QEMU is killed (SIGKILL:
+    """The VM's pidfile across the switch.  The new QEMU writes its own beside it (made for it by root,
+    as the same user's, in the same directory); once the new QEMU runs the guest, and before the old QEMU is killed (SIGKILL:
     it never unlinks its pidfile), that one is renamed over the VM's.  So the pidfile names the old QEMU
     until the new one runs the guest, then the new one."""
 
@@ -144,6 +144,12 @@ class PidFile:
             self.name = os.path.basename(self.path)
             self.fd = state.open_dir(state.qemu_base(pid, self.path), os.path.dirname(self.path),
                                      (session["uid"],))
+
+    def make_new(self, uid, gid):
+        """The new QEMU's pidfile, made by root for QEMU's user: that user may not create files in the
+        directory (libvirt's is root's), but may write a file of its own there, as the old QEMU does."""
+        if self.fd is not None:
+            state.create_file(self.fd, self.name + PIDFILE_SUFFIX, uid, gid)
 
     def take_over(self):
         """The new QEMU's pidfile in the VM's place (if it wrote one)."""
@@ -249,8 +255,10 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
     old_identity = common.socket_identity(qmp_host)
 
     try:
+        pids.make_new(session["uid"], session["gid"])
         proc, log_path = start_new_qemu(session)
-    except identity.IdentityError as e:
+    except (identity.IdentityError, state.StateError, OSError) as e:
+        pids.discard()
         sockets.give_back(old_identity, qmp_host)
         _clean_work_dir(session)
         raise common.SwitchFailed("%s: the new QEMU was not started: %s; the guest was not paused"
@@ -352,7 +360,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
     if pidfile_error is not None:
         raise common.SwitchFailed(
             "%s: the guest runs on the new QEMU (PID %d), but its pidfile could not be moved over the VM's %s: %s. "
-            "Recovery: mv %s%s %s (as QEMU sees those paths)" % (vm, proc.pid, pids.path, pidfile_error, pids.path,
-                                                               PIDFILE_SUFFIX, pids.path),
+            "Recovery: mv %s%s %s (as QEMU sees those paths)"
+            % (vm, proc.pid, pids.path, pidfile_error, pids.path, PIDFILE_SUFFIX, pids.path),
             guest="new QEMU, PID %d, running" % proc.pid, recovered=True)
     return {"new_pid": proc.pid, "new_pid_starttime": new_start, "stop": stop, "resume": resume}

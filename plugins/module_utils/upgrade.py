@@ -105,7 +105,8 @@ def _refuse_older_release(running, target, label):
 
 
 def _check_new_argv(argv, facts, qmp_as_given, dialect, label, root):
-    """Refuse, before any pause, a new argv the new QEMU (started in root, a host path) could not take over with."""
+    """Refuse, before any pause, a new argv the new QEMU could not take over with.  ``root`` is the host
+    path of the root the new QEMU starts in, None where a launcher of the operator's decides it."""
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
     old_argv = process.read_argv(facts["pid"])
     if dialect == cpr_transfer.MODE:
@@ -113,7 +114,7 @@ def _check_new_argv(argv, facts, qmp_as_given, dialect, label, root):
     elif identity.argv_chroots(old_argv) is not None and process.credentials(facts["pid"])[0] != 0:
         problems.append("QEMU chrooted itself into %s and runs unprivileged: the new binary would be looked "
                         "up inside that chroot, where it cannot chroot again" % identity.argv_chroots(old_argv))
-    if facts["accelerator"] == "kvm":
+    if facts["accelerator"] == "kvm" and root is not None:
         problems += validation.kvm_problems(root, *process.credentials(facts["pid"]))
     if dialect == live_update.MODE:
         proto = live_update.protocol(facts)[0]
@@ -160,7 +161,8 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             # The exec'd QEMU already runs as the user QEMU dropped to: its -run-with user= would try again
             # (setgroups as that user) and die, the guest with it.
             new_argv = identity.argv_for(new_argv, identity.capture(pid))
-        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label, root)
+        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label,
+                        None if chosen == cpr_transfer.MODE and launcher else root)
 
         work_dir = state_dir or state.work_dir_for(qmp_as_given)
         uid, gid, _groups = process.credentials(pid)
@@ -205,6 +207,13 @@ def _locked(given):
         raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e))
 
 
+def _new_qemu_root(s):
+    """The root the session's new QEMU starts in, None where a launcher of the operator's decides it."""
+    if s["dialect"] == cpr_transfer.MODE and s["launcher"] not in ([], ["chroot", s["new_root"]]):
+        return None
+    return s["new_root"]
+
+
 def _recheck(conn, s, argv, label):
     """Everything that can be checked, checked again right before the pause; updates the session."""
     if conn.pid != s["pid"]:
@@ -215,7 +224,7 @@ def _recheck(conn, s, argv, label):
         raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
     new_argv = list(argv) if argv else s["new_argv"]
     target = _probe(new_argv[0], s["new_root"], facts, label, new_argv)
-    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label, s["new_root"])
+    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label, _new_qemu_root(s))
     changed_argv = new_argv != s["new_argv"]
     s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
              new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])
@@ -229,8 +238,8 @@ def _recheck(conn, s, argv, label):
     finally:
         os.close(fd)
     if s["dialect"] == cpr_transfer.MODE:
-        with cpr_transfer.SocketDir(s, s["pid"]):
-            pass  # its directory must be reachable before the pause
+        with cpr_transfer.SocketDir(s, s["pid"]), cpr_transfer.PidFile(s, s["pid"]):
+            pass  # their directories must be reachable before the pause
 
 
 def _abandon(conn, s):
