@@ -64,20 +64,20 @@ def common_blockers(facts):
     return reasons
 
 
-def shared_ram_blockers(facts):
-    """Upstream CPR keeps guest RAM in place only if QEMU can hand it over as shared memory."""
-    reasons = []
-    for mem in facts["memory_backends"]:
-        if mem["share"]:
-            continue
-        if mem["kind"] == "memory-backend-ram" and mem["id"] == "pc.ram":
-            reasons.append(
-                "guest RAM 'pc.ram' is QEMU's private anonymous memory (started with -m and no memory "
+def _backend_reason(mem):
+    """Why upstream CPR cannot keep this memory backend in place, or None."""
+    if mem["share"]:
+        return None
+    if mem["kind"] == "memory-backend-ram" and mem["id"] == "pc.ram":
+        return ("guest RAM 'pc.ram' is QEMU's private anonymous memory (started with -m and no memory "
                 "backend): start the VM with -object memory-backend-memfd,id=ID,size=SIZE,share=on "
                 "and -machine memory-backend=ID")
-        else:
-            reasons.append("memory backend '%s' (%s) has share=off: CPR needs share=on"
-                           % (mem["id"], mem["kind"]))
+    return "memory backend '%s' (%s) has share=off: CPR needs share=on" % (mem["id"], mem["kind"])
+
+
+def shared_ram_blockers(facts):
+    """Upstream CPR keeps guest RAM in place only if QEMU can hand it over as shared memory."""
+    reasons = [r for r in (_backend_reason(mem) for mem in facts["memory_backends"]) if r]
     if facts["aux_ram_share"] is not True:
         reasons.append("-machine aux-ram-share=on is not set: QEMU's auxiliary RAM (ROMs, video "
                        "memory) would not survive the restart")
@@ -99,11 +99,7 @@ def exec_blockers(facts):
     if facts["exec_denied"]:
         reasons.append("QEMU runs under -sandbox on,spawn=deny, which forbids the exec this dialect needs "
                        "(cpr-transfer starts a second process instead and still works)")
-    for net in _taps(facts):
-        # Seen on 10.0 and 11.1: QEMU opens /dev/net/tun without O_CLOEXEC, so the fd outlives the exec.
-        reasons.append("network backend %s is a tap: its fd survives the exec and keeps the device busy, so the "
-                       "exec'd QEMU could not attach to it and the guest would be lost; use cpr-transfer with a "
-                       "multi-queue tap (queues=2 or more)" % _net_name(net))
+    reasons += [r for r in (_tap_exec_reason(net) for net in _taps(facts)) if r]
     return reasons
 
 
@@ -115,18 +111,52 @@ def _net_name(net):
     return "'%s'" % net["id"] if net.get("id") else "(-nic %s)" % net.get("type")
 
 
+def _tap_exec_reason(net):
+    """Seen on 10.0 and 11.1: QEMU opens /dev/net/tun without O_CLOEXEC, so the fd outlives the exec."""
+    if net.get("type") not in ("tap", "bridge"):
+        return None
+    return ("network backend %s is a tap: its fd survives the exec and keeps the device busy, so the exec'd "
+            "QEMU could not attach to it and the guest would be lost; use cpr-transfer with a multi-queue tap "
+            "(queues=2 or more)" % _net_name(net))
+
+
+def _tap_transfer_reason(net):
+    """A new QEMU opens the tap while the old one holds it: only a multi-queue tap takes a second user,
+    and a tap handed over as an fd (libvirt's fd=) cannot be opened by name at all."""
+    if net.get("type") not in ("tap", "bridge"):
+        return None
+    if net.get("fd") or net.get("fds") or net.get("type") == "bridge":
+        return ("network backend %s was handed to QEMU as an open fd (fd=, fds= or a bridge helper): the new "
+                "QEMU would not have it" % _net_name(net))
+    if int(net.get("queues") or 1) < 2:
+        return ("network backend %s is a single-queue tap: the new QEMU cannot attach while the old one holds "
+                "it (EBUSY); give it queues=2 or more at the VM's next start" % _net_name(net))
+    return None
+
+
 def tap_transfer_blockers(facts):
-    """A new QEMU opens the VM's taps while the old one holds them: only a multi-queue tap takes a second
-    user, and a tap handed over as an fd (libvirt's fd=) cannot be opened by name at all."""
-    reasons = []
-    for net in _taps(facts):
-        if net.get("fd") or net.get("fds") or net.get("type") == "bridge":
-            reasons.append("network backend %s was handed to QEMU as an open fd (fd=, fds= or a bridge helper): "
-                           "the new QEMU would not have it" % _net_name(net))
-        elif int(net.get("queues") or 1) < 2:
-            reasons.append("network backend %s is a single-queue tap: the new QEMU cannot attach while the old "
-                           "one holds it (EBUSY); give it queues=2 or more at the VM's next start" % _net_name(net))
-    return reasons
+    return [r for r in (_tap_transfer_reason(net) for net in _taps(facts)) if r]
+
+
+def devices(facts):
+    """Per device or backend the collection saw: whether each upstream dialect carries it across, and why
+    not (the very reasons the dialects' verdicts hold)."""
+    out = []
+    for mem in facts["memory_backends"]:
+        why = _backend_reason(mem)
+        out.append({"id": mem["id"], "kind": mem["kind"],
+                    "dialects": {"cpr-exec": why, "cpr-transfer": why}})
+    for net in facts.get("netdevs") or []:
+        out.append({"id": net.get("id"), "kind": "netdev %s" % net.get("type"),
+                    "dialects": {"cpr-exec": _tap_exec_reason(net), "cpr-transfer": _tap_transfer_reason(net)}})
+    blocked = ["QEMU blocks migration: %s" % why for why in facts["migration"]["blocked_reasons"]]
+    for vfio in facts["vfio_devices"]:
+        why = next((b for b in blocked if vfio in b or "vfio" in b.lower()), None)
+        out.append({"id": vfio, "kind": "vfio", "dialects": {"cpr-exec": why, "cpr-transfer": why}})
+    for dev in out:
+        dev["carried"] = dict((d, why is None) for d, why in dev["dialects"].items())
+        dev["reasons"] = dict((d, why) for d, why in dev.pop("dialects").items() if why)
+    return out
 
 
 def assess(facts):

@@ -234,6 +234,7 @@ def inspect(address, timeout, target=None):
     facts["qmp_socket"] = address
     facts["session"] = session_of(address)
     facts["dialects"], facts["preferred_dialect"] = readiness.assess(facts)
+    facts["devices"] = readiness.devices(facts)
     if target is not None:
         facts["target"] = readiness.assess_target(facts, target)
     return facts

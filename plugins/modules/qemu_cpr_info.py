@@ -172,6 +172,28 @@ vms:
         it once the new QEMU runs the guest, before the old QEMU is killed.
       type: str
       sample: /run/qemu-server/100.pid
+    devices:
+      description: >-
+        Every memory backend, network backend and VFIO device the collection saw, with whether each upstream
+        dialect carries it across and why not: the same reasons RV(vms[].dialects) holds.
+      type: list
+      elements: dict
+      contains:
+        id:
+          description: The device's or backend's id (null for a C(-nic) without one).
+          type: str
+          sample: net0
+        kind:
+          description: Its QOM type, C(netdev TYPE), or C(vfio).
+          type: str
+          sample: netdev tap
+        carried:
+          description: "V(cpr-exec) and V(cpr-transfer): true when that dialect carries it across."
+          type: dict
+          sample: {cpr-exec: false, cpr-transfer: true}
+        reasons:
+          description: Per dialect that does not carry it, why.
+          type: dict
     managed_by:
       description: >-
         V(libvirt) when libvirt runs the VM (its pidfile or QMP monitor lies in libvirt's directories); such a VM

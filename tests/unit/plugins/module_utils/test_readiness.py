@@ -51,3 +51,18 @@ def test_assess_target(case):
     text = " | ".join(got["notes"])
     for fragment in case.get("notes", []):
         assert fragment in text, (fragment, text)
+
+
+def test_devices_carry_the_verdicts_the_dialects_act_on():
+    facts = {"memory_backends": [{"id": "ram0", "kind": "memory-backend-memfd", "share": True, "size": 1},
+                                 {"id": "pc.ram", "kind": "memory-backend-ram", "share": False, "size": 1}],
+             "netdevs": [{"type": "tap", "id": "net0", "queues": "2"}, {"type": "user", "id": "net1"}],
+             "vfio_devices": ["hostdev0"],
+             "migration": {"status": "none", "blocked_reasons": ["hostdev0: VFIO migration is not supported"]}}
+    got = dict((d["id"], d) for d in readiness.devices(facts))
+    assert got["ram0"]["carried"] == {"cpr-exec": True, "cpr-transfer": True} and got["ram0"]["reasons"] == {}
+    assert "private anonymous memory" in got["pc.ram"]["reasons"]["cpr-transfer"]
+    assert got["net0"]["carried"] == {"cpr-exec": False, "cpr-transfer": True}
+    assert "fd survives the exec" in got["net0"]["reasons"]["cpr-exec"]
+    assert got["net1"]["carried"] == {"cpr-exec": True, "cpr-transfer": True}
+    assert got["hostdev0"]["reasons"]["cpr-exec"] == "QEMU blocks migration: hostdev0: VFIO migration is not supported"

@@ -41,8 +41,8 @@ def test_a_monitor_held_by_libvirt_is_reported_as_libvirts(monkeypatch):
         raise vm_facts.QMPError("busy", "QMP socket %s (QEMU PID 7) is in use by another client" % address, pid=7)
 
     monkeypatch.setattr(vm_facts, "QMPConnection", busy)
-    monkeypatch.setattr(vm_facts.process, "read_argv", lambda pid: ["/usr/libexec/qemu-kvm", "-pidfile",
-                                                                      "/run/libvirt/qemu/db1.pid"])
+    argv = ["/usr/libexec/qemu-kvm", "-pidfile", "/run/libvirt/qemu/db1.pid"]
+    monkeypatch.setattr(vm_facts.process, "read_argv", lambda pid: argv)
     report = vm_facts.inspect("/var/lib/libvirt/qemu/domain-1-db1/monitor.sock", 1.0)
     assert report["managed_by"] == "libvirt" and report["error_kind"] == "busy"
     assert "upgrade it through libvirt" in report["error"]
