@@ -296,7 +296,8 @@ guest_initramfs() {
 # whenever either source changes.
 simulator() {
     local src=$HERE/../simulator want have dir=$CACHE/sim
-    want=$(cat "$src/shim.c" "$src/liveupdate_sim.py" | sha256sum | cut -d' ' -f1)
+    # The build embeds the script's path: a build made for another cache directory is rebuilt.
+    want=$( (cat "$src/shim.c" "$src/liveupdate_sim.py"; echo "$dir") | sha256sum | cut -d' ' -f1)
     have=$(cat "$dir/build.sha256" 2>/dev/null || true)
     [ -x "$dir/qemu-system-x86_64" ] && [ "$want" = "$have" ] && return
     log "building the live-update simulator"

@@ -125,6 +125,9 @@ class VMSpec:
     xen: bool = False
     no_shutdown: bool = False
     extra_args: tuple = ()
+    # Under KVM: the guest is the firmware alone (a Linux guest hangs under this machine's nested
+    # KVM), so there are no ticks to wait for, only QMP.
+    kvm: bool = False
     # Run QEMU as this uid/gid (no supplementary groups): the run directory and
     # the serial log are then theirs.  drop_by "launch": the lab starts QEMU as
     # that user (setpriv); "qemu": QEMU starts as root and drops privileges itself
@@ -188,6 +191,21 @@ class VMSpec:
     def disk_kind(self):
         """The disk the VM has: one of DISKS, or None."""
         return NATIVE_DISK[self.shape] if self.disk == "native" else self.disk
+
+
+def _firmware_under_kvm(args):
+    """A shape's arguments under KVM, with no kernel: the guest is the firmware alone."""
+    out, i = [], 0
+    while i < len(args):
+        if args[i] in ("-kernel", "-initrd", "-append"):
+            i += 2
+        elif args[i:i + 2] == ["-accel", "tcg"]:
+            out += ["-accel", "kvm"]
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
 
 
 def _json(obj):
@@ -334,7 +352,8 @@ class LabVM:
         if s.qemu == "sim":
             return self.sim_args()
         if s.shape != "lab":
-            return getattr(self, "_%s_args" % s.shape)() + list(s.extra_args)
+            args = getattr(self, "_%s_args" % s.shape)()
+            return (_firmware_under_kvm(args) if s.kvm else args) + list(s.extra_args)
         machine = [s.machine]
         if s.ram != "plain":
             machine.append("memory-backend=ram0")
@@ -342,17 +361,17 @@ class LabVM:
             machine.append("aux-ram-share=on")
         args = [
             "-name", s.name,
-            "-nodefaults", "-display", "none", "-accel", "tcg",
+            "-nodefaults", "-display", "none", "-accel", "kvm" if s.kvm else "tcg",
             "-m", "%dM" % s.mem_mb,
             "-machine", ",".join(machine),
         ]
         if s.ram != "plain":
             args += ["-object", "memory-backend-memfd,id=ram0,size=%dM,share=%s"
                      % (s.mem_mb, "on" if s.ram == "memfd" else "off")]
+        if not s.kvm:
+            args += ["-kernel", os.path.join(GUEST, "vmlinuz"), "-initrd", os.path.join(GUEST, "initramfs.gz"),
+                     "-append", self._kernel_cmdline()]
         args += [
-            "-kernel", os.path.join(GUEST, "vmlinuz"),
-            "-initrd", os.path.join(GUEST, "initramfs.gz"),
-            "-append", self._kernel_cmdline(),
             "-chardev", "file,id=ser0,path=%s,append=on" % self.serial_log,
             "-serial", "chardev:ser0",
             "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
