@@ -25,10 +25,11 @@ TARGET = "/usr/bin/qemu-system-x86_64"
 
 
 def _vm(lab_vm, dialect, name):
+    # Each guest writes its disk: at the end of the test, whatever the fault did, no acknowledged write is lost.
     if dialect == "cpr-exec":
-        return lab_vm(name, binary_copy=True, event_monitor=True)
+        return lab_vm(name, binary_copy=True, event_monitor=True, disk="virtio-blk")
     if dialect == "cpr-transfer":
-        return lab_vm(name, qemu="10.0", event_monitor=True)
+        return lab_vm(name, qemu="10.0", event_monitor=True, disk="virtio-blk")
     return lab_vm(name, qemu="sim", mem_mb=64, binary_copy=True)
 
 

@@ -69,7 +69,7 @@ def _switch(dialect, vm, s, timeout=20):
 
 
 def test_failed_execvp_leaves_the_guest_running_on_the_old_qemu(lab_vm):
-    vm = lab_vm("dl-execfail", event_monitor=True)
+    vm = lab_vm("dl-execfail", disk="virtio-blk", event_monitor=True)
     copy = vmlab.ROOT + "/usr/local/bin/qemu-system-x86_64-dl-execfail"
     shutil.copy2(vmlab.ROOT + TARGET, copy)
     try:
@@ -88,7 +88,7 @@ def test_failed_execvp_leaves_the_guest_running_on_the_old_qemu(lab_vm):
 
 def test_new_qemu_dying_in_load_resumes_the_old_one(lab_vm):
     """The unpinned alias across versions: 11.1 reads 'q35' as pc-q35-11.1 and dies in load."""
-    vm = lab_vm("dl-alias", qemu="10.0", event_monitor=True)
+    vm = lab_vm("dl-alias", disk="virtio-blk", qemu="10.0", event_monitor=True)
     s = _prepared(vm, TARGET, new_root=vmlab.ROOT, launcher=vmlab.launcher())
     s["new_argv"] = [a.replace("pc-q35-10.0,", "q35,") for a in s["new_argv"]]
     with pytest.raises(common.SwitchFailed) as e:
@@ -101,7 +101,7 @@ def test_new_qemu_dying_in_load_resumes_the_old_one(lab_vm):
 
 
 def test_new_qemu_with_other_ram_is_rolled_back(lab_vm):
-    vm = lab_vm("dl-ram", binary_copy=True, event_monitor=True)
+    vm = lab_vm("dl-ram", disk="virtio-blk", binary_copy=True, event_monitor=True)
     s = _prepared(vm, TARGET, dialect="cpr-transfer", new_root=vmlab.ROOT, launcher=vmlab.launcher())
     argv = validation.strip_options(s["new_argv"], {"object"})
     s["new_argv"] = [a.replace("memory-backend=ram0,", "") for a in argv]
@@ -132,7 +132,7 @@ def _kill_when_listening(path, pid_holder):
 
 
 def test_new_qemu_killed_during_the_transfer_resumes_the_old_one(lab_vm):
-    vm = lab_vm("dl-kill", qemu="10.0", event_monitor=True)
+    vm = lab_vm("dl-kill", disk="virtio-blk", qemu="10.0", event_monitor=True)
     s = _prepared(vm, TARGET, new_root=vmlab.ROOT, launcher=vmlab.launcher())
     killed = []
     killer = threading.Thread(target=_kill_when_listening,
