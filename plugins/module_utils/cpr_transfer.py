@@ -27,17 +27,18 @@ __metaclass__ = type
 
 import json
 import os
+import stat
 import subprocess
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, session as sessions, state
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, session as sessions, state, validation
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
 MODE = "cpr-transfer"
 OLD_SOCKET_SUFFIX = ".cpr-old"
-# The new QEMU's pidfile, beside the VM's until it is moved over it.
-PIDFILE_SUFFIX = ".cpr-new"
+# The old QEMU's pidfile's second name, while a new QEMU writes its own.
+PIDFILE_SUFFIX = ".cpr-old"
 
 
 def channels(session):
@@ -52,21 +53,12 @@ def pidfile(session):
     return process.parse_argv(session["new_argv"])["pidfile"]
 
 
-def _own_pidfile(argv, session):
-    """argv with its -pidfile beside the VM's: the old QEMU holds a lock on that one to its end."""
-    out = list(argv)
-    for i, name, value in process.iter_options(argv):
-        if name == "pidfile" and value is not None:
-            out[i + 1] = pidfile(session) + PIDFILE_SUFFIX
-    return out
-
-
 def qemu_argv(session):
-    """The new QEMU's own argv: new argv (its pidfile beside the VM's), paused, both incoming channels."""
+    """The new QEMU's own argv: new argv, paused, both incoming channels."""
     incoming = []
     for channel in channels(session):
         incoming += ["-incoming", json.dumps(channel, separators=(",", ":"))]
-    return _own_pidfile(session["new_argv"], session) + ["-S"] + incoming
+    return session["new_argv"] + ["-S"] + incoming
 
 
 def launch_argv(session):
@@ -108,8 +100,7 @@ def start_new_qemu(session):
     if refused:
         raise identity.IdentityError("; ".join(refused))
     # QEMU's own -run-with user=/chroot= would die in a QEMU that already runs as that user.
-    argv = identity.argv_for(_own_pidfile(session["new_argv"], session), ident) + \
-        qemu_argv(session)[len(session["new_argv"]):]
+    argv = identity.argv_for(session["new_argv"], ident) + qemu_argv(session)[len(session["new_argv"]):]
     cmd, kwargs = identity.launch_command(argv, ident, session["launcher"])
     log_path = os.path.join(session["lock_dir"], "new-qemu.log")
     log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -132,38 +123,55 @@ def _log_tail(path, argv):
 
 
 class PidFile:
-    """The VM's pidfile across the switch.  The new QEMU writes its own beside it (made for it by root,
-    as the same user's, in the same directory); once the new QEMU runs the guest, and before the old QEMU is killed (SIGKILL:
-    it never unlinks its pidfile), that one is renamed over the VM's.  So the pidfile names the old QEMU
-    until the new one runs the guest, then the new one."""
+    """The VM's -pidfile across the switch.  The old QEMU holds a lock on it to its end, and a new QEMU given
+    the same -pidfile would die on that lock.  So, right before the new QEMU starts, the pidfile's name moves
+    to a second name (PIDFILE.cpr-old), and the new QEMU, given the very same -pidfile, writes its own as
+    QEMU's user (as the old one did).  A rollback moves the old one back over it; once the old QEMU is gone,
+    the second name goes.  Root only renames names in that directory, and only once the name is known to
+    be the very file the old QEMU holds open for writing; it writes no file's content."""
 
     def __init__(self, session, pid):
         self.path = pidfile(session)
         self.fd = None
         if self.path:
             self.name = os.path.basename(self.path)
+            self.aside = self.name + PIDFILE_SUFFIX
             self.fd = state.open_dir(state.qemu_base(pid, self.path), os.path.dirname(self.path),
                                      (session["uid"],))
 
-    def make_new(self, uid, gid):
-        """The new QEMU's pidfile, made by root for QEMU's user: that user may not create files in the
-        directory (libvirt's is root's), but may write a file of its own there, as the old QEMU does."""
-        if self.fd is not None:
-            state.create_file(self.fd, self.name + PIDFILE_SUFFIX, uid, gid)
+    def problems(self, pid, uid, gid, groups):
+        """Why the pidfile could not be handed to a new QEMU running as uid/gid/groups; empty if it can."""
+        if self.fd is None:
+            return []
+        try:
+            st = os.stat(self.name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) not in process.open_for_writing(pid):
+            return ["its -pidfile %s, as it resolves now, is not the file QEMU holds open (a relative path that "
+                    "-daemonize's change of directory left behind?): it is not touched" % self.path]
+        if not validation.permits(os.fstat(self.fd), uid, gid, groups, 0o3):
+            return ["QEMU's user (uid %d) cannot create files in the directory of its -pidfile %s, so the new "
+                    "QEMU could not write its own" % (uid, self.path)]
+        return []
 
-    def take_over(self):
-        """The new QEMU's pidfile in the VM's place (if it wrote one)."""
+    def move_aside(self):
+        if self.fd is not None:
+            state.remove_entry(self.fd, self.aside)
+            os.rename(self.name, self.aside, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def give_back(self):
+        """The old QEMU's pidfile back at its name (over the new QEMU's, if it wrote one)."""
         if self.fd is None:
             return
         try:
-            os.rename(self.name + PIDFILE_SUFFIX, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            os.rename(self.aside, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except FileNotFoundError:
             pass
 
-    def discard(self):
-        """What a new QEMU that did not take the guest over left."""
+    def drop_old(self):
         if self.fd is not None:
-            state.remove_entry(self.fd, self.name + PIDFILE_SUFFIX)
+            state.remove_entry(self.fd, self.aside)
 
     def close(self):
         if self.fd is not None:
@@ -174,6 +182,16 @@ class PidFile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def pidfile_problems(session):
+    """Why the VM's pidfile could not be handed to a new QEMU (checked before the pause)."""
+    pid = session["pid"]
+    try:
+        with PidFile(session, pid) as pids:
+            return pids.problems(pid, *process.credentials(pid))
+    except (state.StateError, OSError) as e:
+        return ["the directory of its -pidfile cannot be used: %s" % e]
 
 
 class SocketDir:
@@ -255,10 +273,10 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
     old_identity = common.socket_identity(qmp_host)
 
     try:
-        pids.make_new(session["uid"], session["gid"])
+        pids.move_aside()
         proc, log_path = start_new_qemu(session)
     except (identity.IdentityError, state.StateError, OSError) as e:
-        pids.discard()
+        pids.give_back()
         sockets.give_back(old_identity, qmp_host)
         _clean_work_dir(session)
         raise common.SwitchFailed("%s: the new QEMU was not started: %s; the guest was not paused"
@@ -280,7 +298,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
                 recovered=False)
         proc.poll()
         sockets.give_back(old_identity, qmp_host)
-        pids.discard()
+        pids.give_back()
         runstate = common.resume_old(conn, session["runstate_before"])
         _clean_work_dir(session)
         log = _log_tail(log_path, launch_argv(session))
@@ -330,12 +348,9 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
     except Exception as e:  # pylint: disable=broad-except
         if not progress.get("cont_sent"):
             rollback("the new QEMU did not take the guest over: %s" % e)
-        try:
-            pids.take_over()  # it may run the guest; the old QEMU never will
-        except OSError:
-            pass
         common.kill(session["pid"], session["pid_starttime"])
         sockets.drop_old()
+        pids.drop_old()
         raise common.SwitchFailed(
             "%s: the new QEMU (PID %d) was told to run the guest, then failed to confirm it: %s. The old QEMU "
             "was killed (it must never run the guest again). Check the VM with cpr.qemu.qemu_cpr_info; if it "
@@ -345,11 +360,6 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
     # The guest runs on the new QEMU: the old one must never run it again.
     fault.point("before-kill-old")
     try:
-        pids.take_over()
-        pidfile_error = None
-    except OSError as e:
-        pidfile_error = e
-    try:
         common.kill(session["pid"], session["pid_starttime"])
     except common.Survived as e:
         raise common.SwitchFailed(
@@ -357,10 +367,5 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
             "must never be resumed: kill it" % (vm, proc.pid, session["pid"], str(e).split(" ", 3)[-1]),
             guest="new QEMU, PID %d, running; old QEMU PID %d alive" % (proc.pid, session["pid"]), recovered=False)
     sockets.drop_old()
-    if pidfile_error is not None:
-        raise common.SwitchFailed(
-            "%s: the guest runs on the new QEMU (PID %d), but its pidfile could not be moved over the VM's %s: %s. "
-            "Recovery: mv %s%s %s (as QEMU sees those paths)"
-            % (vm, proc.pid, pids.path, pidfile_error, pids.path, PIDFILE_SUFFIX, pids.path),
-            guest="new QEMU, PID %d, running" % proc.pid, recovered=True)
+    pids.drop_old()
     return {"new_pid": proc.pid, "new_pid_starttime": new_start, "stop": stop, "resume": resume}

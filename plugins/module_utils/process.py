@@ -15,6 +15,7 @@ __metaclass__ = type
 import json
 import os
 import re
+import stat
 
 # Whether each QEMU option takes a value, as the QEMU binaries themselves told
 # (qemu_binary.learn_options asks each binary about the options of an argv).
@@ -268,7 +269,7 @@ _PARSERS = {
     "S": _flag("start_paused"), "daemonize": _flag("daemonize"), "enable-kvm": _enable_kvm,
     "machine": _machine, "M": _machine, "accel": _accel, "sandbox": _sandbox,
     "qmp": _qmp, "qmp-pretty": _qmp, "chardev": _chardev, "mon": _mon, "object": _object,
-    "device": _device, "netdev": _netdev, "nic": _netdev, "m": _memory,
+    "device": _device, "netdev": _netdev, "nic": _netdev, "net": _netdev, "m": _memory,
     "cpr-enable": _appender("cpr_enable"), "incoming": _appender("incoming"),
     "name": _setter("name", "guest"), "pidfile": _setter("pidfile"),
 }
@@ -423,13 +424,51 @@ def binary_facts(pid, proc="/proc"):
             "file_id": [st.st_dev, st.st_ino]}
 
 
-def credentials(pid, proc="/proc"):
-    """(uid, gid, supplementary gids) a process runs with (its effective ids, from /proc/PID/status)."""
+def open_for_writing(pid, proc="/proc"):
+    """(device, inode) of every regular file process pid holds open for writing."""
+    held = set()
+    fd_dir = "%s/%d/fd" % (proc, pid)
+    for fd in os.listdir(fd_dir):
+        try:
+            with open("%s/%d/fdinfo/%s" % (proc, pid, fd)) as f:
+                flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+            st = os.stat(os.path.join(fd_dir, fd))
+        except (OSError, StopIteration, ValueError):
+            continue
+        if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR) and stat.S_ISREG(st.st_mode):
+            held.add((st.st_dev, st.st_ino))
+    return held
+
+
+def tun_fds(pid, proc="/proc"):
+    """How many /dev/net/tun fds (taps) the process holds, whatever its argv says (netdev_add adds some)."""
+    count = 0
+    for fd in os.listdir("%s/%d/fd" % (proc, pid)):
+        try:
+            count += os.readlink("%s/%d/fd/%s" % (proc, pid, fd)) == "/dev/net/tun"
+        except OSError:
+            continue
+    return count
+
+
+def user_ids(pid, proc="/proc"):
+    """((real uid, real gid), (effective uid, effective gid)) of a process."""
+    fields = _status(pid, proc)
+    return (int(fields["Uid"][0]), int(fields["Gid"][0])), (int(fields["Uid"][1]), int(fields["Gid"][1]))
+
+
+def _status(pid, proc):
     fields = {}
     with open("%s/%d/status" % (proc, pid)) as f:
         for line in f:
             key, _sep, value = line.partition(":")
             fields[key] = value.split()
+    return fields
+
+
+def credentials(pid, proc="/proc"):
+    """(uid, gid, supplementary gids) a process runs with (its effective ids, from /proc/PID/status)."""
+    fields = _status(pid, proc)
     return int(fields["Uid"][1]), int(fields["Gid"][1]), [int(g) for g in fields.get("Groups", [])]
 
 

@@ -166,6 +166,16 @@ def _settle_in_place(s, timeout):
         conn.close()
 
 
+def _settle_pidfile(s, pid, step):
+    """The pidfile's second name given back or dropped (PidFile): a pidfile that cannot be reached (its
+    directory gone, say) never keeps a guest from being settled."""
+    try:
+        with cpr_transfer.PidFile(s, pid) as pids:
+            getattr(pids, step)()
+    except (state.StateError, OSError):
+        pass
+
+
 def _settle_transfer(s, timeout):
     """cpr-transfer: the old QEMU and perhaps a new one; at most one of them may ever run the guest."""
     vm = s["vm"]
@@ -179,11 +189,10 @@ def _settle_transfer(s, timeout):
                 loaded = status == "running" or (
                     status == "paused" and conn.execute("query-migrate").get("status") == "completed")
                 if loaded:
-                    with cpr_transfer.PidFile(s, new[0]) as pids:
-                        pids.take_over()  # before the old QEMU dies: the pidfile never names a dead QEMU
                     common.kill(*old)  # before any cont: the old QEMU must never run the guest again
                     with cpr_transfer.SocketDir(s, new[0]) as sockets:
                         sockets.drop_old()
+                    _settle_pidfile(s, new[0], "drop_old")
                     return "finished", "new QEMU, PID %d, %s" % (new[0], _resume(conn, s)), new[0]
             finally:
                 conn.close()
@@ -203,9 +212,9 @@ def _settle_transfer(s, timeout):
                         "must never run it again (its device state is older than the guest's RAM). Recovery: kill "
                         "PID %d, restart the VM from its configuration (the guest reboots), then remove %s"
                         % (s["vm"], new[0], old[0], old[0], sessions.lock_path(s["lock_dir"])))
-    with cpr_transfer.SocketDir(s, old[0]) as sockets, cpr_transfer.PidFile(s, old[0]) as pids:
+    with cpr_transfer.SocketDir(s, old[0]) as sockets:
         sockets.give_back_if_taken()  # the old QEMU's QMP socket back at its path
-        pids.discard()
+    _settle_pidfile(s, old[0], "give_back")
     conn = _connect(process.host_path(old[0], s["qmp_socket"]), old[0], timeout)
     if conn is None:
         raise Unsettled("stuck", "old QEMU, PID %d, not answering" % old[0],

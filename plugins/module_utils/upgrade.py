@@ -111,6 +111,8 @@ def _check_new_argv(argv, facts, qmp_as_given, dialect, label, root):
     old_argv = process.read_argv(facts["pid"])
     if dialect == cpr_transfer.MODE:
         problems += cpr_transfer.identity_problems({"pid": facts["pid"], "old_argv": old_argv})
+        problems += cpr_transfer.pidfile_problems({"pid": facts["pid"], "new_argv": argv,
+                                                   "uid": process.credentials(facts["pid"])[0]})
     elif identity.argv_chroots(old_argv) is not None and process.credentials(facts["pid"])[0] != 0:
         problems.append("QEMU chrooted itself into %s and runs unprivileged: the new binary would be looked "
                         "up inside that chroot, where it cannot chroot again" % identity.argv_chroots(old_argv))
@@ -238,8 +240,8 @@ def _recheck(conn, s, argv, label):
     finally:
         os.close(fd)
     if s["dialect"] == cpr_transfer.MODE:
-        with cpr_transfer.SocketDir(s, s["pid"]), cpr_transfer.PidFile(s, s["pid"]):
-            pass  # their directories must be reachable before the pause
+        with cpr_transfer.SocketDir(s, s["pid"]):
+            pass  # its directory must be reachable before the pause
 
 
 def _abandon(conn, s):

@@ -38,11 +38,22 @@ class ValidationError(Exception):
     pass
 
 
+def permits(st, uid, gid, groups, want):
+    """Whether uid/gid/groups may do ``want`` (rwx bits, 0o6 read and write) on a file of stat st, as the
+    kernel's mode check decides: by the one class, owner, group or others, that the user falls in."""
+    if uid == 0:
+        return True
+    mode = stat.S_IMODE(st.st_mode)
+    shift = 6 if st.st_uid == uid else 3 if st.st_gid in [gid] + list(groups) else 0
+    return (mode >> shift) & want == want
+
+
 def kvm_problems(root, uid, gid, groups):
     """Why a QEMU started as uid/gid/groups inside root (a host path) could not open /dev/kvm there.
 
     A QEMU that started as root opened /dev/kvm before dropping its privileges; the QEMU that
-    takes over opens it anew, as the user the VM now runs as.
+    takes over opens it anew, as the user the VM now runs as.  (ACLs are not read: a device
+    that grants access by an ACL only is refused.)
     """
     where = os.path.join(root, "dev/kvm")
     try:
@@ -51,14 +62,11 @@ def kvm_problems(root, uid, gid, groups):
         return ["/dev/kvm is not there in the new QEMU's root %s (%s): it could not start under KVM" % (root, e.strerror)]
     if not stat.S_ISCHR(st.st_mode):
         return ["/dev/kvm in the new QEMU's root %s is no character device" % root]
-    mode = stat.S_IMODE(st.st_mode)
-    rw = 0o6
-    if uid == 0 or (st.st_uid == uid and (mode >> 6) & rw == rw) or (
-            st.st_gid in [gid] + list(groups) and (mode >> 3) & rw == rw) or mode & rw == rw:
+    if permits(st, uid, gid, groups, 0o6):
         return []
     return ["/dev/kvm in the new QEMU's root %s (mode %04o, uid %d, gid %d) cannot be opened for reading and writing "
             "by uid %d, gid %d, groups %s, as whom the new QEMU runs: it could not start under KVM"
-            % (root, mode, st.st_uid, st.st_gid, uid, gid, list(groups))]
+            % (root, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, uid, gid, list(groups))]
 
 
 def relative_paths(**paths):

@@ -168,8 +168,8 @@ vms:
       type: str
     pidfile:
       description: >-
-        The C(-pidfile) QEMU was given, as QEMU sees it, or null. A cpr-transfer writes the new QEMU's PID into
-        it once the new QEMU runs the guest, before the old QEMU is killed.
+        The C(-pidfile) QEMU was given, as QEMU sees it, or null. The new QEMU of a cpr-transfer writes its own
+        there, once the old one's has been moved aside (C(PIDFILE.cpr-old)) for the switch.
       type: str
       sample: /run/qemu-server/100.pid
     devices:

@@ -61,11 +61,9 @@ def _pidfile_pid(vm):
 
 
 # (shape, QEMU the VM runs, dialect, extra spec).  11.1's libvirt shape has its monitor as -object monitor-qmp;
-# libvirt runs QEMU as its own user (here nobody, dropped before the exec as libvirt does: QEMU's own
-# -run-with user= dies under libvirt's sandbox, elevateprivileges=deny); a NIC on a multi-queue tap.
+# a NIC on a multi-queue tap.
 LIVE = [
     ("libvirt", "10.0", "cpr-transfer", {}),
-    ("libvirt", "10.0", "cpr-transfer", {"uid": NOBODY, "gid": NOGROUP}),
     ("libvirt", "10.0", "cpr-transfer", {"nic": True, "nic_queues": 2}),
     ("libvirt", "11.1", "cpr-transfer", {"monitor_object": True}),
     ("plain", "10.0", "cpr-transfer", {}),
@@ -101,8 +99,8 @@ def test_a_shape_is_upgraded_live_and_loses_no_write(lab_vm, shape, qemu, dialec
         assert result["new_pid"] == old_pid
     if extra.get("nic"):
         evidence = vm.wait_ticks(vm.evidence().last_tick + 3, timeout=120)
-        print("%s: pings lost across the switch: %s of %d" % (vm.spec.name, evidence.net_losses(),
-                                                             evidence.net[-1][2] + 1))
+        lost, sent = evidence.net_losses(), evidence.net[-1][2] + 1
+        print("%s: pings lost across the switch: %s of %d" % (vm.spec.name, lost, sent))
     _assert_lived_and_wrote(vm)
 
 
@@ -116,6 +114,18 @@ def test_libvirt_shape_with_its_sandbox_refuses_cpr_exec_before_the_pause(lab_vm
         upgrade.prepare(vm.qmp_socket, TARGET, dialect="cpr-exec")
     assert "spawn" in e.value.message
     assert vm_facts.inspect(vm.qmp_socket, 10.0)["runstate"] == "running"
+    assert switch_state(vm) == NO_STATE
+    _assert_lived_and_wrote(vm, ticks=1)
+
+
+def test_a_pidfile_the_new_qemu_could_not_write_is_refused_before_the_pause(lab_vm):
+    """libvirt runs QEMU as its own user (here nobody, dropped before the exec as libvirt does: QEMU's own
+    -run-with user= dies under libvirt's sandbox, elevateprivileges=deny) with its pidfile in a directory of
+    root's: a new QEMU as nobody could not write its pidfile there, and root writes none for it."""
+    vm = lab_vm("shape-nobody-pid", qemu="10.0", shape="libvirt", uid=NOBODY, gid=NOGROUP)
+    with pytest.raises(upgrade.UpgradeError) as e:
+        _prepare(vm, "cpr-transfer")
+    assert "cannot create files in the directory of its -pidfile" in e.value.message, e.value.message
     assert switch_state(vm) == NO_STATE
     _assert_lived_and_wrote(vm, ticks=1)
 
@@ -171,7 +181,6 @@ def test_a_multi_queue_tap_carries_traffic_across_cpr_transfer_of_the_lab_shape(
 
 # ---------------------------------------------------------------- KVM (the guest is the firmware alone: a Linux
 # guest hangs under this machine's nested KVM; what is proven is that the VM runs on the new QEMU under KVM)
-
 
 
 def _runs_under_kvm(vm, pid):

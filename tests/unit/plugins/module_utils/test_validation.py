@@ -71,3 +71,13 @@ def test_kvm_problems_name_who_cannot_open_dev_kvm(trusted_dir):
 
 def test_relative_paths_are_named():
     assert validation.relative_paths(state_dir="cpr-here", new_root="/srv/root", new_binary=None) == ["state_dir"]
+
+
+def test_permits_judges_by_the_one_class_the_user_falls_in():
+    st = os.stat_result((stat.S_IFCHR | 0o066, 0, 0, 1, 1000, 36, 0, 0, 0, 0))
+    assert not validation.permits(st, 1000, 36, [], 0o6), "the owner's class denies; the group's does not count"
+    assert validation.permits(st, 2000, 2000, [36], 0o6)
+    assert validation.permits(st, 2000, 2000, [], 0o6)
+    st = os.stat_result((stat.S_IFCHR | 0o606, 0, 0, 1, 1000, 36, 0, 0, 0, 0))
+    assert not validation.permits(st, 2000, 2000, [36], 0o6), "the group's class denies; others' does not count"
+    assert validation.permits(st, 0, 0, [], 0o6)
