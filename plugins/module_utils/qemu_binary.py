@@ -27,8 +27,9 @@ _ALIAS = re.compile(r"\(alias of ([^)]+)\)")
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 # How many option questions run at once (each is one short run of the binary).
 _ASKING = 8
-# (root, path, file identity) -> option names that binary was already asked about.
+# (root, path, file identity) -> {"listed": the options its -help lists, "asked": those asked about}.
 _ASKED = {}
+_HELP_OPTION = re.compile(r"^--?([A-Za-z0-9][A-Za-z0-9_.-]*)", re.M)
 
 
 class BinaryError(Exception):
@@ -166,22 +167,32 @@ def _takes_value(cmd, identity, name, timeout):
     return None
 
 
-def learn_options(path, root, argv, run_as=None, timeout=30):
+def listed_options(text):
+    """The option names a ``-help`` output lists (``-name`` or ``--name`` at the start of a line)."""
+    return set(m.group(1) for m in _HELP_OPTION.finditer(text))
+
+
+def learn_options(path, root, argv, run_as=None, timeout=5):
     """Ask a QEMU binary which options of argv take a value, and teach process.py the answers.
 
     The binary is judged first (trust.py) and runs as run_as, with a clean
-    environment, inside root.  Only words of argv not asked about before are
-    asked.  Returns the options of argv that no binary knows (process.unknown_options).
+    environment, inside root.  Only the words of argv that its ``-help`` lists,
+    and that were not asked before, are asked: what a VM's user writes on its
+    command line never chooses what runs.  Returns the options of argv that no
+    binary knows (process.unknown_options).
     """
     root = root or "/"
     in_root = "" if root == "/" else " (in root %s)" % root
     st = _trusted_stat(path, root, in_root)
-    asked = _ASKED.setdefault((root, path, st.st_dev, st.st_ino, st.st_mtime), set())
-    words = sorted(process.option_words(argv) - asked)
+    key = (root, path, st.st_dev, st.st_ino, st.st_mtime)
+    cmd, identity = _command(path, root, run_as)
+    if key not in _ASKED:
+        _ASKED[key] = {"listed": listed_options(_run(cmd + ["-help"], timeout, identity)), "asked": set()}
+    known = _ASKED[key]
+    words = sorted((process.option_words(argv) & known["listed"]) - known["asked"])
     if words:
-        cmd, identity = _command(path, root, run_as)
         with ThreadPoolExecutor(max_workers=min(_ASKING, len(words))) as pool:
             answers = list(pool.map(lambda w: _takes_value(cmd, identity, w, timeout), words))
         process.learn_options(dict((w, a) for w, a in zip(words, answers) if a is not None))
-        asked.update(words)
+        known["asked"].update(words)
     return process.unknown_options(argv)

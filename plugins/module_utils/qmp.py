@@ -111,8 +111,10 @@ def _socket_inodes(pid):
 
 
 def _bound_names(pid, proc_net_unix):
-    """{name a socket of pid is bound to: [(flags, state) of each such socket]}, from /proc/net/unix."""
+    """{name a socket of pid is bound to: [(flags, state) of each such socket]}, from the process's own
+    network namespace's /proc/PID/net/unix unless another table is given."""
     owned = _socket_inodes(pid)
+    proc_net_unix = proc_net_unix or "/proc/%d/net/unix" % pid
     bound = {}
     try:
         with open(proc_net_unix) as f:
@@ -133,7 +135,7 @@ def _names_path(pid, name, path):
         return False
 
 
-def monitor_has_client(pid, path, proc_net_unix="/proc/net/unix"):
+def monitor_has_client(pid, path, proc_net_unix=None):
     """Whether QEMU (pid) holds an accepted connection on the listening socket at ``path``.
 
     QEMU's QMP serves one client at a time and leaves further connections
@@ -146,7 +148,7 @@ def monitor_has_client(pid, path, proc_net_unix="/proc/net/unix"):
                for name, socks in _bound_names(pid, proc_net_unix).items())
 
 
-def listens_on(pid, path, proc_net_unix="/proc/net/unix"):
+def listens_on(pid, path, proc_net_unix=None):
     """Whether process pid itself listens on the UNIX socket at ``path``."""
     return any(_names_path(pid, name, path) and any(fl & _SO_ACCEPTCON for fl, _st in socks)
                for name, socks in _bound_names(pid, proc_net_unix).items())

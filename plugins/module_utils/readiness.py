@@ -48,6 +48,9 @@ def common_blockers(facts):
         reasons.append("libvirt runs this VM (its pidfile or monitor is libvirt's): libvirt holds its monitor and "
                        "tracks its process, and would lose track of a QEMU replaced behind its back; upgrade it "
                        "through libvirt")
+    if facts.get("unknown_options"):
+        reasons.append("neither the VM's QEMU binary nor the target says whether %s take a value: its command line "
+                       "cannot be read for sure" % ", ".join("-" + n for n in facts["unknown_options"]))
     if facts["untrusted"]:
         reasons.append("untrusted: %s; the collection runs, probes and launches nothing for it"
                        % facts["untrusted"])
@@ -100,7 +103,16 @@ def exec_blockers(facts):
         reasons.append("QEMU runs under -sandbox on,spawn=deny, which forbids the exec this dialect needs "
                        "(cpr-transfer starts a second process instead and still works)")
     reasons += [r for r in (_tap_exec_reason(net) for net in _taps(facts)) if r]
-    return reasons
+    return reasons + _unseen_tap(facts)
+
+
+def _unseen_tap(facts):
+    """QEMU holds more taps than its command line shows (netdev_add): they cannot be judged."""
+    shown = sum(len(str(n["fds"]).split(":")) if n.get("fds") else max(1, _queues(n)) for n in _taps(facts))
+    if facts.get("tun_fds", 0) > shown:
+        return ["QEMU holds %d /dev/net/tun fds but its command line shows taps for %d (some added at run time?): "
+                "they cannot be judged, and a tap can lose the guest" % (facts["tun_fds"], shown)]
+    return []
 
 
 def _taps(facts):
@@ -109,6 +121,14 @@ def _taps(facts):
 
 def _net_name(net):
     return "'%s'" % net["id"] if net.get("id") else "(-nic %s)" % net.get("type")
+
+
+def _queues(net):
+    """A tap's queues= as QEMU reads numbers (any base C takes); 0 where it cannot be read."""
+    try:
+        return int(str(net.get("queues") or 1), 0)
+    except ValueError:
+        return 0
 
 
 def _tap_exec_reason(net):
@@ -128,14 +148,14 @@ def _tap_transfer_reason(net):
     if net.get("fd") or net.get("fds") or net.get("type") == "bridge":
         return ("network backend %s was handed to QEMU as an open fd (fd=, fds= or a bridge helper): the new "
                 "QEMU would not have it" % _net_name(net))
-    if int(net.get("queues") or 1) < 2:
+    if _queues(net) < 2:
         return ("network backend %s is a single-queue tap: the new QEMU cannot attach while the old one holds "
                 "it (EBUSY); give it queues=2 or more at the VM's next start" % _net_name(net))
     return None
 
 
 def tap_transfer_blockers(facts):
-    return [r for r in (_tap_transfer_reason(net) for net in _taps(facts)) if r]
+    return [r for r in (_tap_transfer_reason(net) for net in _taps(facts)) if r] + _unseen_tap(facts)
 
 
 def devices(facts):

@@ -100,12 +100,15 @@ def runs_as(pid):
 
 # Where libvirt keeps the pidfiles and monitors of the QEMUs it runs.
 _LIBVIRT_DIRS = ("/run/libvirt/", "/var/run/libvirt/", "/var/lib/libvirt/")
+# A session libvirtd's: ~/.config/libvirt/qemu/..., $XDG_RUNTIME_DIR/libvirt/qemu/...
+_LIBVIRT_SESSION = ("/.config/libvirt/", "/libvirt/qemu/")
 
 
 def manager(parsed):
     """Which management stack runs this VM and holds its monitor ("libvirt"), as its argv says, or None."""
     paths = [parsed["pidfile"] or ""] + parsed["qmp_sockets"]
-    return "libvirt" if any(p.startswith(_LIBVIRT_DIRS) for p in paths) else None
+    return "libvirt" if any(p.startswith(_LIBVIRT_DIRS) or any(d in p for d in _LIBVIRT_SESSION)
+                            for p in paths) else None
 
 
 def _manager_of(pid):
@@ -119,7 +122,13 @@ def _manager_of(pid):
 def learn_options(pid, argv):
     """Ask the VM's own QEMU binary, as the VM's user and inside its root, which of its options take a
     value (process.learn_options).  Returns why it could not be asked, or None."""
-    root = "/" if os.readlink("/proc/%d/root" % pid) == "/" else "/proc/%d/root" % pid
+    real, effective = process.user_ids(pid)
+    if real != effective:
+        return "it runs with real ids %s and effective ids %s (a setuid program?): nothing is run for it" % (
+            real, effective)
+    same_root = os.readlink("/proc/%d/root" % pid) == "/" and \
+        os.readlink("/proc/%d/ns/mnt" % pid) == os.readlink("/proc/self/ns/mnt")
+    root = "/" if same_root else "/proc/%d/root" % pid
     try:
         qemu_binary.learn_options(process.binary_facts(pid)["path"], root, argv, process.credentials(pid))
     except qemu_binary.BinaryError as e:
@@ -199,6 +208,7 @@ def gather(conn):
                      for c in conn.execute("query-chardev")],
         "chardev_options": process.parse_argv(masked)["chardevs"],
         "netdevs": process.parse_argv(masked)["netdevs"],
+        "tun_fds": process.tun_fds(pid),
     }
 
 

@@ -132,7 +132,7 @@ def _fail(message):
 
 
 # The options the simulator knows: without a value, and with one.
-FLAGS = ("-S", "-no-shutdown", "-version")
+FLAGS = ("-S", "-no-shutdown", "-version", "-help")
 VALUED = ("-machine", "-name", "-m", "-object", "-chardev", "-serial", "-qmp", "-accel", "-action",
           "-cpr-enable", "-device", "-simulate-series")
 
@@ -170,6 +170,12 @@ class Config:
                 continue
             if opt == "-version":
                 print("QEMU emulator version %d.%d.%d (%s)" % (VERSION + (PACKAGE,)))
+                sys.exit(0)
+            if opt == "-help":
+                # QEMU's -help lists each option at the start of a line, its value's form after it.
+                print("usage: %s [options]\n" % PROG)
+                for name in FLAGS + VALUED:
+                    print(name if name in FLAGS else "%s value" % name)
                 sys.exit(0)
             val = argv[i + 1]
             i += 2

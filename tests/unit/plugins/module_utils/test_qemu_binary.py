@@ -145,3 +145,11 @@ def test_probe_in_another_root_runs_as_the_user_given_through_chroot(trusted):
     assert (root / "out" / "uid").read_text() == "65534\n"
     assert (root / "out" / "groups").read_text().split() == ["65534", "100", "65533"]
     assert "PATH='%s'" % qemu_binary.CLEAN_ENV["PATH"] in (root / "out" / "env").read_text()
+
+
+def test_listed_options_are_the_names_help_starts_lines_with():
+    text = ("QEMU emulator version 10.0.2\nusage: qemu-system-x86_64 [options] [disk_image]\n\n"
+            "-h or -help     display this help and exit\n-machine [type=]name[,prop[=value][,...]]\n"
+            "                selects emulated machine ('-machine help' for list)\n--preconfig     pause QEMU\n"
+            "-M              as -machine\n")
+    assert qemu_binary.listed_options(text) == set(["h", "machine", "preconfig", "M"])

@@ -34,6 +34,8 @@ def test_a_vm_whose_pidfile_or_monitor_is_libvirts_is_managed_by_libvirt():
     assert vm_facts.manager(parsed) == "libvirt"
     assert vm_facts.manager({"pidfile": None, "qmp_sockets": ["/var/lib/libvirt/qemu/db1.monitor"]}) == "libvirt"
     assert vm_facts.manager({"pidfile": "/run/qemu-server/100.pid", "qmp_sockets": ["/run/qemu-server/100.qmp"]}) is None
+    session = "/home/u/.config/libvirt/qemu/lib/domain-1-db1/monitor.sock"
+    assert vm_facts.manager({"pidfile": "/run/user/1000/libvirt/qemu/run/db1.pid", "qmp_sockets": [session]}) == "libvirt"
 
 
 def test_a_monitor_held_by_libvirt_is_reported_as_libvirts(monkeypatch):
