@@ -122,7 +122,23 @@ def _log_tail(path, argv):
     return " ".join(process.mask_text(text, process.secret_values(argv)).split())[-400:]
 
 
-class PidFile:
+class _DirFd:
+    """A directory worked on through its fd (``self.fd``, None for no directory), closed on leaving ``with``."""
+
+    fd = None
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PidFile(_DirFd):
     """The VM's -pidfile across the switch.  The old QEMU holds a lock on it to its end, and a new QEMU given
     the same -pidfile would die on that lock.  So, right before the new QEMU starts, the pidfile's name moves
     to a second name (PIDFILE.cpr-old), and the new QEMU, given the very same -pidfile, writes its own as
@@ -173,16 +189,6 @@ class PidFile:
         if self.fd is not None:
             state.remove_entry(self.fd, self.aside)
 
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def pidfile_problems(session):
     """Why the VM's pidfile could not be handed to a new QEMU (checked before the pause)."""
@@ -194,7 +200,7 @@ def pidfile_problems(session):
         return ["the directory of its -pidfile cannot be used: %s" % e]
 
 
-class SocketDir:
+class SocketDir(_DirFd):
     """The directory of the VM's QMP socket, worked on through its fd (QEMU's user may write it)."""
 
     def __init__(self, session, pid):
@@ -232,15 +238,6 @@ class SocketDir:
 
     def drop_old(self):
         state.remove_entry(self.fd, self.backup)
-
-    def close(self):
-        os.close(self.fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _clean_work_dir(session):

@@ -108,15 +108,6 @@ def _read(path, mode="r"):
         return f.read()
 
 
-def _status(pid, proc):
-    """/proc/PID/status as {field: [words]}."""
-    fields = {}
-    for line in _read("%s/%d/status" % (proc, pid)).splitlines():
-        key, _sep, value = line.partition(":")
-        fields[key] = value.split()
-    return fields
-
-
 def _environ(pid, proc):
     raw = _read("%s/%d/environ" % (proc, pid), "rb")
     return [os.fsdecode(e) for e in raw.split(b"\0") if e]
@@ -192,7 +183,7 @@ def unit_main_pid(unit):
 
 def capture(pid, proc="/proc"):
     """Everything the new QEMU must share with process pid, as a JSON-able dict."""
-    status = _status(pid, proc)
+    status = process.status(pid, proc)
     root = os.readlink("%s/%d/root" % (proc, pid))
     cgroups = _cgroups(pid, proc)
     unit = service_of(cgroups)
@@ -269,7 +260,7 @@ def _env_problems(environ):
 
 
 def _own_caps():
-    return {k: v[0] for k, v in _status(os.getpid(), "/proc").items() if k in ("CapPrm", "CapEff", "CapAmb")}
+    return {k: v[0] for k, v in process.status(os.getpid()).items() if k in ("CapPrm", "CapEff", "CapAmb")}
 
 
 def _cap_problems(ident):

@@ -427,12 +427,11 @@ def binary_facts(pid, proc="/proc"):
 def open_for_writing(pid, proc="/proc"):
     """(device, inode) of every regular file process pid holds open for writing."""
     held = set()
-    fd_dir = "%s/%d/fd" % (proc, pid)
-    for fd in os.listdir(fd_dir):
+    for fd, _link in _fd_links(pid, proc):
         try:
             with open("%s/%d/fdinfo/%s" % (proc, pid, fd)) as f:
                 flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
-            st = os.stat(os.path.join(fd_dir, fd))
+            st = os.stat("%s/%d/fd/%s" % (proc, pid, fd))
         except (OSError, StopIteration, ValueError):
             continue
         if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR) and stat.S_ISREG(st.st_mode):
@@ -440,24 +439,29 @@ def open_for_writing(pid, proc="/proc"):
     return held
 
 
+def _fd_links(pid, proc):
+    """(fd number, what its /proc/PID/fd link reads) for each fd the process holds now."""
+    fd_dir = "%s/%d/fd" % (proc, pid)
+    for fd in os.listdir(fd_dir):
+        try:
+            yield fd, os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+
+
 def tun_fds(pid, proc="/proc"):
     """How many /dev/net/tun fds (taps) the process holds, whatever its argv says (netdev_add adds some)."""
-    count = 0
-    for fd in os.listdir("%s/%d/fd" % (proc, pid)):
-        try:
-            count += os.readlink("%s/%d/fd/%s" % (proc, pid, fd)) == "/dev/net/tun"
-        except OSError:
-            continue
-    return count
+    return sum(1 for _fd, link in _fd_links(pid, proc) if link == "/dev/net/tun")
 
 
 def user_ids(pid, proc="/proc"):
     """((real uid, real gid), (effective uid, effective gid)) of a process."""
-    fields = _status(pid, proc)
+    fields = status(pid, proc)
     return (int(fields["Uid"][0]), int(fields["Gid"][0])), (int(fields["Uid"][1]), int(fields["Gid"][1]))
 
 
-def _status(pid, proc):
+def status(pid, proc="/proc"):
+    """/proc/PID/status as {field: [words]}."""
     fields = {}
     with open("%s/%d/status" % (proc, pid)) as f:
         for line in f:
@@ -468,7 +472,7 @@ def _status(pid, proc):
 
 def credentials(pid, proc="/proc"):
     """(uid, gid, supplementary gids) a process runs with (its effective ids, from /proc/PID/status)."""
-    fields = _status(pid, proc)
+    fields = status(pid, proc)
     return int(fields["Uid"][1]), int(fields["Gid"][1]), [int(g) for g in fields.get("Groups", [])]
 
 

@@ -202,7 +202,7 @@ def remove_entry(dir_fd, name):
 
 
 def create_file(dir_fd, name, uid, gid):
-    """An empty file of QEMU's (0600) in a directory (by its fd); an old entry of that name is removed first."""
+    """An empty file of QEMU's (0600) in the work directory; an old entry of that name is removed first."""
     remove_entry(dir_fd, name)
     fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:

@@ -163,15 +163,17 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             # The exec'd QEMU already runs as the user QEMU dropped to: its -run-with user= would try again
             # (setgroups as that user) and die, the guest with it.
             new_argv = identity.argv_for(new_argv, identity.capture(pid))
-        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label,
-                        None if chosen == cpr_transfer.MODE and launcher else root)
+        # Where the new QEMU starts, unless a launcher of the operator's decides it.
+        new_qemu_root = None if chosen == cpr_transfer.MODE and launcher else root
+        _check_new_argv(new_argv, facts, qmp_as_given, chosen, label, new_qemu_root)
 
         work_dir = state_dir or state.work_dir_for(qmp_as_given)
         uid, gid, _groups = process.credentials(pid)
         s = dict(base, token=sessions.new_token(), started=time.time(), step="saved",
                  qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid, gid=gid,
                  runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
-                 new_root=root, new_binary_file_id=target["file_id"], machine_type=facts["machine"]["type"],
+                 new_root=root, new_qemu_root=new_qemu_root, new_binary_file_id=target["file_id"],
+                 machine_type=facts["machine"]["type"],
                  new_argv=new_argv, key=key, lock_dir=state.lock_dir(key), work_dir=work_dir,
                  pid_ns=os.readlink("/proc/self/ns/pid"),
                  protocol=live_update.protocol(facts)[0] if chosen == live_update.MODE else None,
@@ -209,13 +211,6 @@ def _locked(given):
         raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e))
 
 
-def _new_qemu_root(s):
-    """The root the session's new QEMU starts in, None where a launcher of the operator's decides it."""
-    if s["dialect"] == cpr_transfer.MODE and s["launcher"] not in ([], ["chroot", s["new_root"]]):
-        return None
-    return s["new_root"]
-
-
 def _recheck(conn, s, argv, label):
     """Everything that can be checked, checked again right before the pause; updates the session."""
     if conn.pid != s["pid"]:
@@ -226,7 +221,7 @@ def _recheck(conn, s, argv, label):
         raise UpgradeError("%s is no longer ready for %s: %s" % (label, s["dialect"], "; ".join(ready["reasons"])))
     new_argv = list(argv) if argv else s["new_argv"]
     target = _probe(new_argv[0], s["new_root"], facts, label, new_argv)
-    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label, _new_qemu_root(s))
+    _check_new_argv(new_argv, facts, s["qmp_socket"], s["dialect"], label, s["new_qemu_root"])
     changed_argv = new_argv != s["new_argv"]
     s.update(new_argv=new_argv, new_binary=new_argv[0], new_version=target["version"],
              new_binary_file_id=target["file_id"], runstate_before=facts["runstate"])

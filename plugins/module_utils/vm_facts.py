@@ -145,6 +145,7 @@ def gather(conn):
     options_error = untrusted or learn_options(pid, argv)
     parsed = process.parse_argv(argv)
     masked = process.mask_argv(argv)
+    shown = process.parse_argv(masked)  # what results may carry: secrets masked
     version = conn.execute("query-version")
     v = version["qemu"]
     status = conn.execute("query-status")
@@ -206,8 +207,8 @@ def gather(conn):
         "cpr_enable": parsed["cpr_enable"],
         "chardevs": [{"label": c["label"], "filename": c.get("filename", "")}
                      for c in conn.execute("query-chardev")],
-        "chardev_options": process.parse_argv(masked)["chardevs"],
-        "netdevs": process.parse_argv(masked)["netdevs"],
+        "chardev_options": shown["chardevs"],
+        "netdevs": shown["netdevs"],
         "tun_fds": process.tun_fds(pid),
     }
 

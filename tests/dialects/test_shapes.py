@@ -101,6 +101,7 @@ def test_a_shape_is_upgraded_live_and_loses_no_write(lab_vm, shape, qemu, dialec
         evidence = vm.wait_ticks(vm.evidence().last_tick + 3, timeout=120)
         lost, sent = evidence.net_losses(), evidence.net[-1][2] + 1
         print("%s: pings lost across the switch: %s of %d" % (vm.spec.name, lost, sent))
+        assert lost <= 5, evidence.net
     _assert_lived_and_wrote(vm)
 
 
