@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Guest pause of a live upgrade: a bare qemu.qmp switch vs. the three cpr.qemu modules.
 
 For cpr-exec and cpr-transfer (QEMU 11.1 to 11.1, alternating between two

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The main job on a fresh Debian 12 machine, as root: what an operator does in a
 # maintenance window, on demo VMs. Starts a VM on QEMU 10.0 and one on QEMU 11.1
 # whose binary was then replaced on disk, shows what cpr.qemu.qemu_cpr_info says

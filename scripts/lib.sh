@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Shared by scripts/demo.sh and scripts/test.sh; sourced, not run.
 # Sets up, idempotently and with caches, everything the collection needs on a
 # fresh Debian 12 machine (as root): the real-QEMU lab and a Python venv.

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Runs every test of the collection on a fresh Debian 12 machine, as root:
 # sanity (no ignores), ansible-lint (production), unit tests, the dialects'
 # failure paths on real QEMU, the integration tests against real QEMU 10.0

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stand-in for ansible-test's downloaded get-pip script: bootstrap pip offline.
 
 ansible-test runs this with pip's command-line options and the packages to

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Real-QEMU tests of each dialect's switch, driven without Ansible.
 
 They inject the faults that the modules' checks keep operators from

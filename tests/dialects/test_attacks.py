@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Tests that attack (issue 11): a local user, or a VM's QEMU user, tries to make root run, write or remove
 something through the modules.
 

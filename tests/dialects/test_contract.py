@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The simulator's basics cannot drift from QEMU's: the commands and answers they share, on all three."""
 import os
 import time

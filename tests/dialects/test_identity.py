@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every dialect keeps who the VM runs as.
 
 cpr-transfer: a VM running as nobody, in a pids cgroup of its own, is moved

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Interruptions: the module signalled mid-switch, the switching process killed at each named point.
 
 The real qemu_cprexec module runs as a process of its own, as Ansible runs it,

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The live-update dialect on the SIMULATOR of the series (tests/simulator/), for each version it offers.
 
 First the simulator's own fidelity to the series as posted (QEMU's argument

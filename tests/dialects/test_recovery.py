@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """After the pause: each way a switch can fail, and where the guest ends up."""
 import os
 import shutil

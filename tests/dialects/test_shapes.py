@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The VM shapes real hosts run, live-upgraded by every dialect their QEMU offers, or refused before the pause.
 
 Each shape is a lab VM whose command line is written the way a management

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Checks of one stage of tests/fleet/run.sh, from outside the namespace hosts.
 
 The guests' consoles and the reports are on the shared filesystem; the QEMU

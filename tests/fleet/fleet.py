@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Several QEMU "hosts" on one machine, each reached by Ansible over real SSH.
 
 A host is a network namespace (its own address on a veth pair) whose sshd runs

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The fleet test: playbooks/upgrade-qemu.yml over real SSH against four
 # namespace hosts (see fleet.py), each with its own QEMU 10.0 VMs, upgraded to
 # QEMU 11.1 (h1, h2: a binary in place; the package host h4: by installing

@@ -1,4 +1,6 @@
 #!/bin/sh
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Usage: in-root.sh ROOT DIR... -- COMMAND [ARG...]
 # Runs COMMAND under chroot ROOT, in a private mount namespace holding proc,
 # /dev, a private /dev/shm and each DIR bind-mounted at the same path inside

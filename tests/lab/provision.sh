@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Provisions the real-QEMU lab on a Debian 12 machine, as root, idempotently:
 #   - QEMU 10.0.x on the host, from bookworm-backports;
 #   - QEMU 11.1.x in a debootstrap'd trixie root, from trixie-backports;

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Start, inspect and stop real QEMU test VMs for the cpr.qemu lab.
 
 Two QEMUs are provisioned by ``provision.sh``: 10.0 on the host and 11.1 in a

@@ -1,3 +1,5 @@
+# SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """SIMULATOR of a QEMU build carrying the live-update series (cprsave / cprexec / cprload).
 
 No QEMU build with that series can be had here, so this program stands in for

@@ -1,3 +1,5 @@
+/* SPDX-FileCopyrightText: 2026 cpr.qemu contributors
+ * SPDX-License-Identifier: GPL-3.0-or-later */
 /* The live-update SIMULATOR's executable: embeds Python and runs the simulator
  * script with QEMU's command line, so that /proc/PID/exe, the exec target of
  * cprexec and the file the cpr.qemu modules check are one ELF binary, as a
