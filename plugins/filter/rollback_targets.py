@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: rollback_targets
 short_description: Per host, the binary each VM ran before a live upgrade, from its report
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - Reads the JSON report of an earlier roll-out (the C(live_upgrade_results) of every host, as
     P(cpr.qemu.upgrade_qemu#playbook) writes them) and returns, per host, the O(cpr.qemu.upgrade_plan#filter:targets)

@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: upgrade_outcome
 short_description: Each VM's result from one batch of a live upgrade
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Joins what M(cpr.qemu.qemu_cprsave) (in a loop), M(cpr.qemu.qemu_cprexec) (with O(cpr.qemu.qemu_cprexec#module:sessions))
     and M(cpr.qemu.qemu_cprload) (in a loop) registered for a batch of VMs into one result per VM, as the

@@ -45,7 +45,7 @@ options:
         upstream part; the target binary's machine types are not known, so they are not checked.
     type: str
     default: ""
-    version_added: 0.2.0
+    version_added: 0.1.0
   targets:
     description:
       - Per-VM targets, as for a rollback to the binary each VM ran before. Each names a VM (C(vm), a guest name
@@ -58,14 +58,14 @@ options:
     type: list
     elements: dict
     default: []
-    version_added: 0.3.0
+    version_added: 0.1.0
   dialect:
     description:
       - The dialect the upgrade is asked for (V(auto) or one dialect), to refuse here a VM that only another
         dialect could move (a target in another root than the VM's needs V(cpr-transfer)).
     type: str
     default: auto
-    version_added: 0.3.0
+    version_added: 0.1.0
 """
 
 EXAMPLES = r"""
@@ -111,29 +111,29 @@ _value:
     binary_before:
       description: The binary the VM's QEMU runs now, C(path) inside C(root), what a rollback moves it back to.
       type: dict
-      version_added: 0.3.0
+      version_added: 0.1.0
     target_binary:
       description: The binary the VM would move to.
       type: str
-      version_added: 0.3.0
+      version_added: 0.1.0
     target_root:
       description: The root directory of RV(_value[].target_binary).
       type: str
-      version_added: 0.3.0
+      version_added: 0.1.0
     switch_dialect:
       description:
         - The dialect the switch must use, or null for the one asked for. V(cpr-transfer) when the target lies in
           another root than the VM's QEMU (the exec dialects run the new binary inside QEMU's own root).
       type: str
-      version_added: 0.3.0
+      version_added: 0.1.0
     launcher:
       description: The target's launcher (O(targets) only), or null.
       type: list
-      version_added: 0.3.0
+      version_added: 0.1.0
     session:
       description: The VM's live-upgrade session as M(cpr.qemu.qemu_cpr_info) reports it, or null.
       type: dict
-      version_added: 0.3.0
+      version_added: 0.1.0
 """
 
 import functools

@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: upgrade_recovery
 short_description: The results of settling a host's live-upgrade sessions
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - Turns what M(cpr.qemu.qemu_cpr_recover) registered into one result per session, in the form of the
     C(live_upgrade_results) of the P(cpr.qemu.live_upgrade#role) role, so that every settled session is reported

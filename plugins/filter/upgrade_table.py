@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: upgrade_table
 short_description: The end-of-run summary table of a live upgrade
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Formats the C(live_upgrade_results) of the P(cpr.qemu.live_upgrade#role) role, of one host or of the
     whole fleet, as the lines of a table with aligned columns (host, VM, status, QEMU versions, dialect,

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: qemu_cpr_recover
 short_description: Settle live upgrades that were interrupted half-way
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Finds every live upgrade of this host that an interruption left half-way (its session in the VM's
     root-only lock directory, with the step it reached and the process that drove it) and settles each

@@ -54,7 +54,7 @@ options:
         task fails if any VM failed.
     type: list
     elements: dict
-    version_added: 0.2.0
+    version_added: 0.1.0
   argv:
     description:
       - The new QEMU's full argv, starting with the new binary, instead of the one the session derived
