@@ -12,17 +12,19 @@ PYTHON=${PYTHON:-python3.11}
 
 say() { printf '== %s\n' "$*" >&2; }
 
-# The venv is keyed by the requirement files, so a change to them builds a new one.
+# One venv serves both sides of the lab: the controller's requirements, the QEMU
+# hosts' and the test tooling. It is keyed by every requirement file it installs,
+# so a change to any of them builds a new one.
 setup_venv() {
-    local key
-    key=$(cat "$REPO/requirements.txt" "$REPO/tests/requirements.txt" | sha256sum | cut -c1-12)
+    local key req reqs=(requirements.txt requirements-qemu-hosts.txt tests/requirements.txt) pip_args=()
+    for req in "${reqs[@]}"; do pip_args+=(-r "$REPO/$req"); done
+    key=$(cd "$REPO" && cat "${reqs[@]}" | sha256sum | cut -c1-12)
     VENV=$CPR_LAB_CACHE/venv-$key
     if [ ! -f "$VENV/.complete" ]; then
         say "creating Python venv $VENV"
         rm -rf "$VENV"
         "$PYTHON" -m venv "$VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check \
-            -r "$REPO/requirements.txt" -r "$REPO/tests/requirements.txt"
+        "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_args[@]}"
         touch "$VENV/.complete"
     fi
     export PATH="$VENV/bin:$PATH"
