@@ -12,8 +12,9 @@ short_description: Per host, the binary each VM ran before a live upgrade, from 
 version_added: 0.1.0
 description:
   - Reads the JSON report of an earlier roll-out (the C(live_upgrade_results) of every host, as
-    P(cpr.qemu.upgrade_qemu#playbook) writes them) and returns, per host, the O(cpr.qemu.upgrade_plan#filter:targets)
-    that move each upgraded VM back to the binary, root and QEMU version it ran before.
+    the playbook C(cpr.qemu.upgrade_qemu) writes them) and returns, per host, the
+    O(cpr.qemu.upgrade_plan#filter:targets) that move each upgraded VM back to the binary, root and QEMU version
+    it ran before. The playbook C(cpr.qemu.rollback_qemu) uses it to make the role's C(live_upgrade_targets).
   - Only VMs the report says were V(upgraded) are moved back, and those whose interrupted upgrade the next run
     finished (V(recovered) with action V(finished)) where the report has the binary they ran before.
 author:
@@ -41,12 +42,31 @@ EXAMPLES = r"""
 - name: What to roll back, per host
   ansible.builtin.set_fact:
     targets: "{{ lookup('ansible.builtin.file', 'qemu-upgrade-report.json') | from_json | cpr.qemu.rollback_targets }}"
+
+# /usr/local/sbin/in-root stands for a launcher of one's own that enters the root and execs QEMU.
+- name: Only web1 and web2; the QEMU in /srv/qemu-10.0 is started by a launcher
+  ansible.builtin.set_fact:
+    targets: >-
+      {{ lookup('ansible.builtin.file', 'qemu-upgrade-report.json') | from_json
+         | cpr.qemu.rollback_targets(vms=['web1', 'web2'],
+                                     launchers={'/srv/qemu-10.0': ['/usr/local/sbin/in-root', '/srv/qemu-10.0', '--']}) }}
 """
 
 RETURN = r"""
 _value:
-  description: Per inventory host, a list of C({vm, binary, root, version, launcher}).
+  description:
+    - Per inventory host, a list of C({vm, binary, root, version, launcher}) - the VM, the binary and root it ran
+      before (C(root) V(/) when the report has none), that binary's QEMU version, and the launcher given for that
+      root in O(launchers) (null when none is).
+    - Hosts with no VM to move back are not in it.
   type: dict
+  sample:
+    hv1:
+      - vm: web1
+        binary: /usr/bin/qemu-system-x86_64
+        root: /
+        version: 10.0.2
+        launcher: null
 """
 
 from ansible.errors import AnsibleFilterError

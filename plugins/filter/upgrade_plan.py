@@ -72,6 +72,14 @@ EXAMPLES = r"""
 - name: Plan the upgrade of every outdated VM on 10.0
   ansible.builtin.set_fact:
     plan: "{{ info.vms | cpr.qemu.upgrade_plan(query=\"[?starts_with(version, '10.0')]\") }}"
+
+- name: Plan the upgrade of two named VMs only
+  ansible.builtin.set_fact:
+    plan: "{{ info.vms | cpr.qemu.upgrade_plan(names=['web1', '/run/vm/db1/qmp.sock']) }}"
+
+- name: Plan against a package version that check mode did not install
+  ansible.builtin.set_fact:
+    plan: "{{ info.vms | cpr.qemu.upgrade_plan(pending_version='1:11.1.3+ds-1~bpo13+1') }}"
 """
 
 RETURN = r"""

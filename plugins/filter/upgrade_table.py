@@ -28,13 +28,24 @@ EXAMPLES = r"""
 - name: Summary of the roll-out
   ansible.builtin.debug:
     msg: "{{ results | cpr.qemu.upgrade_table }}"
+
+- name: Summary of a roll-out's report on the controller
+  ansible.builtin.debug:
+    msg: "{{ lookup('ansible.builtin.file', 'qemu-upgrade-report.json') | from_json | cpr.qemu.upgrade_table }}"
 """
 
 RETURN = r"""
 _value:
-  description: The table's lines, the header first.
+  description:
+    - The table's lines, the header first, then one line per result in the input's order and last the count
+      per status. The reason is left out for an upgraded VM.
   type: list
   elements: str
+  sample:
+    - "HOST  VM    STATUS    QEMU              DIALECT       PAUSE    REASON"
+    - "hv1   web1  upgraded  10.0.2 -> 11.1.3  cpr-transfer  12.4 ms"
+    - "hv1   db1   skipped   10.0.2            -             -        not ready: cpr-transfer: guest RAM is not shared"
+    - "2 VMs: 1 skipped, 1 upgraded"
 """
 
 HEADER = ("HOST", "VM", "STATUS", "QEMU", "DIALECT", "PAUSE", "REASON")
