@@ -48,11 +48,7 @@ package() {
             roles/live_upgrade/meta/argument_specs.yml playbooks/upgrade_qemu.yml playbooks/rollback_qemu.yml; do
             grep -qxF "$f" "$out/files" || bad+=("tarball lacks $f")
         done
-        if [ -d docs ]; then
-            grep -q '^docs/' "$out/files" || bad+=("tarball lacks docs/")
-        else
-            say "docs/ is not there yet: not looked for in the tarball"
-        fi
+        grep -q '^docs/' "$out/files" || bad+=("tarball lacks docs/")
         if grep -E '^(\.git|\.ci|bench|scripts|tests)(/|$)|^playbooks/(upgrade|rollback)-qemu\.yml$|\.tar\.gz$|(^|/)__pycache__(/|$)' "$out/files"; then
             bad+=("tarball holds what it must not (listed above)")
         fi
@@ -71,11 +67,7 @@ package() {
         bad+=("ansible-galaxy collection build")
     fi
 
-    if [ -f scripts/docs.sh ]; then
-        bash scripts/docs.sh check || bad+=("scripts/docs.sh check")
-    else
-        say "scripts/docs.sh is not there yet: docs not checked"
-    fi
+    bash scripts/docs.sh check || bad+=("scripts/docs.sh check")
 
     rm -rf "$out"
     if [ "${#bad[@]}" -gt 0 ]; then
