@@ -75,6 +75,8 @@ from ansible.errors import AnsibleFilterError
 def rollback_targets(report, vms=None, launchers=None):
     if not isinstance(report, list):
         raise AnsibleFilterError("rollback_targets expects the report of a roll-out: a list of results")
+    if not isinstance(vms or [], list):
+        raise AnsibleFilterError("rollback_targets: vms must be a list (cpr.qemu.as_list makes survey text one)")
     vms, launchers = set(vms or []), launchers or {}
     out = {}
     for r in report:

@@ -284,6 +284,8 @@ def _decide(vm, named, chosen, spec, dialect):
 def upgrade_plan(vms, names=None, query="", pending_version="", targets=None, dialect="auto"):
     if not isinstance(vms, list):
         raise AnsibleFilterError("upgrade_plan expects the vms list of cpr.qemu.qemu_cpr_info")
+    if not isinstance(names or [], list):
+        raise AnsibleFilterError("upgrade_plan: names must be a list (cpr.qemu.as_list makes survey text one)")
     chosen = None
     if query:
         if not HAS_JMESPATH:

@@ -220,3 +220,9 @@ def test_targets_leave_other_vms_alone_and_a_target_back_on_its_binary_is_curren
         upgrade_plan(inspected, targets=[{"vm": "a", "binary": "/opt/other"}])
     with pytest.raises(AnsibleFilterError, match="vm and binary"):
         upgrade_plan(inspected, targets=[{"binary": "/opt/a"}])
+
+
+def test_names_as_text_are_refused():
+    # Text would be compared with VM names character by character; the role makes it a list first.
+    with pytest.raises(AnsibleFilterError, match="names must be a list"):
+        upgrade_plan(FLEET, names="old,plain")
