@@ -13,7 +13,9 @@ A "package host" (``up DIR N PYTHON PKGROOT``, host N+1) is one more such
 host whose SSH sessions are chrooted into an overlay of PKGROOT, a Debian root
 with its own QEMU and apt: Ansible installs packages there as on a real host,
 and the overlay (in DIR) keeps the cached root unchanged.  The lab's scripts,
-guest kernel, DIR and the qemu.qmp library are bound into it at their paths.
+guest kernel and DIR are bound into it at their paths; the qemu.qmp library
+is not there until the role installs it (live_upgrade_install_requirements,
+from the root's local repository).
 
 Each host has a private /run/cpr-qemu (the VMs' lock directories), as
 separate machines have.  ``interrupt`` presses Ctrl-C on an ansible-playbook
@@ -45,16 +47,13 @@ GUEST = os.path.join(os.environ.get("CPR_LAB_CACHE", "/var/cache/cpr-qemu-lab"),
 # namespace: the overlay and binds die with it.
 ROOTED_SSHD = r"""
 set -e
-lower=$1 dir=$2 qmp=$3; shift 3
+lower=$1 dir=$2; shift 2
 root=$dir/root
 mkdir -p "$root" "$dir/upper" "$dir/work"
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 for d in "$@"; do mkdir -p "$root$d"; mount --bind "$d" "$root$d"; done
-py=$(cd "$root/usr/lib" && ls -d python3.[0-9]* | head -n 1)
-mkdir -p "$root/usr/local/lib/$py/dist-packages/qemu"
-mount --bind "$qmp" "$root/usr/local/lib/$py/dist-packages/qemu"
 exec /usr/sbin/sshd -f "$dir/sshd.conf" -D -e
 """
 
@@ -67,11 +66,6 @@ mkdir -p -m 0700 /run/cpr-qemu
 mount -t tmpfs -o mode=0700,size=16m cpr-qemu-locks /run/cpr-qemu
 exec "$@"
 """
-
-
-def _qemu_qmp_package():
-    import qemu.qmp  # the lab venv's copy: pure Python, bound into the package host
-    return os.path.dirname(os.path.dirname(qemu.qmp.__file__))
 
 
 def up(workdir, count, python, pkgroot=None):
@@ -111,7 +105,7 @@ def up(workdir, count, python, pkgroot=None):
             if rooted:
                 f.write("ChrootDirectory %s\n" % os.path.join(host_dir, "root"))
         if rooted:
-            server = ["sh", "-c", ROOTED_SSHD, "sh", pkgroot, host_dir, _qemu_qmp_package(), LAB, GUEST, workdir]
+            server = ["sh", "-c", ROOTED_SSHD, "sh", pkgroot, host_dir, LAB, GUEST, workdir]
             state["hosts"][-1]["package_host"] = True
         else:
             # Each host has its own lock directories, as separate machines do: the

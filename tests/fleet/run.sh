@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # SPDX-FileCopyrightText: 2026 cpr.qemu contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-# The fleet test: playbooks/upgrade-qemu.yml over real SSH against four
-# namespace hosts (see fleet.py), each with its own QEMU 10.0 VMs, upgraded to
+# The fleet test: cpr.qemu.upgrade_qemu, from the collection's built tarball as
+# AWX installs it, over real SSH against four namespace hosts (see fleet.py),
+# each with its own QEMU 10.0 VMs, upgraded to
 # QEMU 11.1 (h1, h2: a binary in place; the package host h4: by installing
 # the QEMU 11.1 package first), or on h3 to the host's QEMU 10.0 after its
 # own copy was replaced on disk. The first roll-out is interrupted (Ctrl-C while a guest
 # switches, then its SSH connections killed) and run again; at the end
-# playbooks/rollback-qemu.yml moves the guests back where QEMU can.
+# cpr.qemu.rollback_qemu moves the guests back where QEMU can. First the
+# role installs qemu.qmp where a host lacks it (h4); one roll-out runs as AWX
+# runs docs/awx's job template, with its survey's answers.
 # Run by scripts/test.sh (stage "fleet") with the venv on PATH and
 # ANSIBLE_COLLECTIONS_PATH set; needs root.
 set -euo pipefail
@@ -20,6 +23,14 @@ PY=$(command -v python)
 # hosts are stopped either way.
 trap 'rc=$?; [ -z "${pb:-}" ] || kill -KILL "$pb" 2>/dev/null || true
 python "$HERE/fleet.py" down "$W"; [ $rc -eq 0 ] || tail -n 40 "$W"/*.log; rm -rf "$W"' EXIT
+
+echo "== the collection as AWX gets it: built, and installed from the tarball"
+ansible-galaxy collection build "$REPO" --output-path "$W/dist" >"$W/build.log"
+export ANSIBLE_COLLECTIONS_PATH=$W/collections
+ansible-galaxy collection install --force "$W"/dist/cpr-qemu-*.tar.gz -p "$W/collections" >>"$W/build.log"
+[ -f "$W/collections/ansible_collections/cpr/qemu/MANIFEST.json" ] || { echo "the tarball was not installed"; exit 1; }
+# Every playbook below runs from here: a report left to its default lands here.
+cd "$W"
 
 python "$HERE/fleet.py" up "$W" 3 "$PY" "$CPR_LAB_CACHE/pkghost"
 INV=$W/inventory.json
@@ -72,25 +83,38 @@ EXTRAVARS=$W/extravars.json
 echo "{\"qemu_upgrade_become\": false, \"live_upgrade_report_dir\": \"$W\"}" >"$EXTRAVARS"
 playbook() {
     local out=$1; shift
-    ansible-playbook -i "$INV" "$REPO/playbooks/upgrade-qemu.yml" -e "@$EXTRAVARS" \
+    ansible-playbook -i "$INV" cpr.qemu.upgrade_qemu -e "@$EXTRAVARS" \
         -e "qemu_upgrade_report=$W/report-$out.json" "$@" >"$W/$out.log" 2>&1
 }
-# As AWX runs a job template: ansible-runner (no containers) on a project
-# whose playbook is the one-line import of the collection's playbook by FQCN.
+# As AWX runs docs/awx's job template: ansible-runner (no containers) on its
+# project, with extra variables made from its survey's questions as AWX sends
+# them (ANSWERS, a JSON object: text as typed). The report is left to its
+# default, the job's working directory (the project), and then moved to
+# report-OUT.json for check.py.
+AWX=$REPO/docs/awx
 runner() {
-    local out=$1 dir=$W/runner
-    mkdir -p "$dir/project" "$dir/inventory" "$dir/env"
-    echo '- ansible.builtin.import_playbook: cpr.qemu.upgrade_qemu' >"$dir/project/upgrade.yml"
+    local out=$1 answers=$2 dir=$W/runner
+    mkdir -p "$dir/inventory" "$dir/env"
+    rm -rf "$dir/project"
+    cp -r "$AWX/project" "$dir/project"
     cp "$INV" "$dir/inventory/hosts.json"
-    python -c "import json,sys; v=json.load(open(sys.argv[1])); v['qemu_upgrade_report']=sys.argv[2]; json.dump(v, open(sys.argv[3],'w'))" \
-        "$EXTRAVARS" "$W/report-$out.json" "$dir/env/extravars"
-    ansible-runner run "$dir" -p upgrade.yml --ident "$out" >"$W/$out.log" 2>&1
+    echo "$answers" >"$W/answers-$out.json"
+    python "$HERE/survey.py" "$AWX/survey.json" "$EXTRAVARS" "$W/answers-$out.json" "$dir/env/extravars"
+    ansible-runner run "$dir" -p upgrade-qemu.yml --ident "$out" >"$W/$out.log" 2>&1
+    grep -q "report: $dir/project/qemu-upgrade-report.json" "$W/$out.log" ||
+        { echo "the job did not print its report's path, $dir/project/qemu-upgrade-report.json"; exit 1; }
+    mv "$dir/project/qemu-upgrade-report.json" "$W/report-$out.json"
 }
 check() { python "$HERE/check.py" "$W" "$@"; }
 # Every host's VMs as qemu_cpr_info reports them, for check.py (no session left).
 sessions() {
     ansible-playbook -i "$INV" "$HERE/sessions.yml" -e "fleet_sessions=$W/sessions-$1.json" >"$W/sessions-$1.log" 2>&1
 }
+
+echo "== preparing the hosts: qemu.qmp installed where it is missing (h4: from its distribution's package)"
+ansible-playbook -i "$INV" "$HERE/prepare.yml" >"$W/prepare.log" 2>&1
+ansible-playbook -i "$INV" "$HERE/prepare.yml" >"$W/prepare-again.log" 2>&1
+check prepare
 
 echo "== canary host fails a pre-check with max_fail_percentage 0: the roll-out stops after it"
 if playbook canary -e live_upgrade_on_precheck_failure=fail; then
@@ -103,7 +127,7 @@ playbook check --check
 check check
 
 echo "== rolling upgrade interrupted: Ctrl-C while a guest switches, then its SSH connections killed"
-(exec ansible-playbook -i "$INV" "$REPO/playbooks/upgrade-qemu.yml" -e "@$EXTRAVARS" \
+(exec ansible-playbook -i "$INV" cpr.qemu.upgrade_qemu -e "@$EXTRAVARS" \
     -e "qemu_upgrade_report=$W/report-interrupted.json" >"$W/interrupted.log" 2>&1) &
 pb=$!
 python "$HERE/fleet.py" interrupt "$W" "$pb" >"$W/interrupted-switch.json"
@@ -114,7 +138,9 @@ pb=
 check interrupted
 
 echo "== the roll-out again, run as AWX runs it: what was left is settled, every guest upgraded once"
-runner rollout
+# Survey answers as a person types them: VMs by commas and lines, batches as text.
+runner rollout '{"live_upgrade_vms": "vm-h1, plain-h1\nvm-h2\nvm-h3\nvm-h4\n", "qemu_upgrade_serial": "1, 25%, 100%",
+  "live_upgrade_parallel": "2", "live_upgrade_install_requirements": "true"}'
 sessions rollout
 check rollout
 
@@ -132,7 +158,7 @@ done
 sleep 2
 
 echo "== rollback of the roll-out: back where QEMU can, refused before the pause where it cannot"
-ansible-playbook -i "$INV" "$REPO/playbooks/rollback-qemu.yml" -e "@$EXTRAVARS" \
+ansible-playbook -i "$INV" cpr.qemu.rollback_qemu -e "@$EXTRAVARS" \
     -e "qemu_rollback_report=$W/report-rollout.json" -e "qemu_upgrade_report=$W/report-rollback.json" \
     >"$W/rollback.log" 2>&1
 sessions rollback

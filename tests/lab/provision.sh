@@ -162,13 +162,14 @@ EOF
 # A trixie root for the fleet test's "package host": QEMU 10.0 from trixie
 # installed, python3 and python3-apt for Ansible, and a local apt repository
 # (/srv/cpr-lab-repo, the only source) holding the trixie-backports QEMU 11.1
-# packages, so the role can install that version with apt where no mirror
-# is reachable. Built from a copy of the trixie root.
+# packages and trixie's python3-qemu-qmp, so the role can install them with
+# apt where no mirror is reachable. Built from a copy of the trixie root.
 pkghost_root() {
     local want have tmp=$CACHE/pkghost.partial
     want=$(chroot "$ROOT" dpkg-query -W -f='${Version}' qemu-system-x86)
     have=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["target"])' "$PKGHOST.json" 2>/dev/null || true)
-    [ -x "$PKGHOST/usr/bin/python3" ] && [ "$want" = "$have" ] && return
+    [ -x "$PKGHOST/usr/bin/python3" ] && [ "$want" = "$have" ] &&
+        compgen -G "$PKGHOST/srv/cpr-lab-repo/python3-qemu-qmp_*.deb" >/dev/null && return
     log "building the package host's root (QEMU 10.0, a local repository with QEMU $want)"
     rm -rf "$tmp"
     cp -a "$ROOT" "$tmp"
@@ -179,6 +180,9 @@ pkghost_root() {
     ROOT=$tmp in_root apt-get clean # the repository gets only what the upgrade downloads
     ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         --download-only -t trixie-backports qemu-system-x86 >/dev/null
+    # The modules' library as the distribution packages it, for the role's live_upgrade_install_requirements.
+    ROOT=$tmp in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        --download-only python3-qemu-qmp >/dev/null
     mkdir -p "$tmp/srv/cpr-lab-repo"
     mv "$tmp"/var/cache/apt/archives/*.deb "$tmp/srv/cpr-lab-repo/"
     ROOT=$tmp in_root sh -c 'cd /srv/cpr-lab-repo && apt-ftparchive packages . >Packages'
