@@ -16,6 +16,8 @@ options:
       - Seconds to wait for the QMP greeting and for each QMP command's answer.
       - QEMU's monitor serves one client at a time; if another client holds it, the
         module reports the socket as in use instead of waiting longer.
+      - More than 0. To set it once for every module of this collection, use
+        C(module_defaults) with the action group C(group/cpr.qemu.qemu).
     type: float
     default: 5.0
 requirements:

@@ -152,8 +152,8 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         target = _probe(new_binary, root, facts, label, argv)
         _refuse_older_release(facts["version"], target["version"], label)
         base = {"vm": label, "qmp_socket_host": qmp_socket, "pid": pid, "dialect": chosen, "via": via,
-                "old_version": facts["version"], "new_version": target["version"],
-                "new_binary": new_binary, "check_mode": check_mode}
+                "old_version": facts["version"], "new_version": target["version"], "old_binary": facts["binary"],
+                "machine_type": facts["machine"]["type"], "new_binary": new_binary, "check_mode": check_mode}
         if target["file_id"] == facts["binary"]["file_id"] and not facts["binary"]["replaced_on_disk"]:
             base["noop"] = True
             return False, base, "%s already runs %s (QEMU %s)" % (label, new_binary, facts["version"])
@@ -171,9 +171,8 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         uid, gid, _groups = process.credentials(pid)
         s = dict(base, token=sessions.new_token(), started=time.time(), step="saved",
                  qmp_socket=qmp_as_given, pid_starttime=common.starttime(pid), uid=uid, gid=gid,
-                 runstate_before=facts["runstate"], old_binary=facts["binary"], old_argv=argv,
+                 runstate_before=facts["runstate"], old_argv=argv,
                  new_root=root, new_qemu_root=new_qemu_root, new_binary_file_id=target["file_id"],
-                 machine_type=facts["machine"]["type"],
                  new_argv=new_argv, key=key, lock_dir=state.lock_dir(key), work_dir=work_dir,
                  pid_ns=os.readlink("/proc/self/ns/pid"),
                  protocol=live_update.protocol(facts)[0] if chosen == live_update.MODE else None,
@@ -395,17 +394,24 @@ def _switch(given, argv, timeout, switch_timeout):
         ", guest paused %.1f ms" % s["pause_ms"] if s["pause_ms"] is not None else ", guest stays paused")
 
 
+def _verified(s, new_binary, new_pid):
+    """qemu_cprload's result of a session: the VM, its QEMU before (binary, version, PID) and after, the dialect
+    and the machine type; the pause is null unless set."""
+    old = s.get("old_binary") or {}
+    return {"vm": s.get("vm"), "dialect": s.get("dialect"), "machine_type": s.get("machine_type"),
+            "old_binary": old.get("path"), "old_version": s.get("old_version"), "old_pid": s.get("pid"),
+            "new_binary": new_binary, "new_version": s.get("new_version"), "new_pid": new_pid, "pause_ms": None}
+
+
 def verify(given, timeout=5.0, check_mode=False):
     """qemu_cprload: check the guest on the new QEMU, release the lock.  Returns (changed, result, msg)."""
     if given.get("noop"):
-        return False, {"dialect": given.get("dialect"), "old_version": given.get("old_version"),
-                       "new_version": given.get("new_version"), "old_pid": given.get("pid"),
-                       "new_pid": given.get("pid"), "pause_ms": None}, \
+        return False, _verified(given, (given.get("old_binary") or {}).get("path"), given.get("pid")), \
             "%s already runs %s" % (given.get("vm"), given.get("new_binary"))
     if given.get("check_mode"):
-        return True, {"dialect": given.get("dialect"), "old_version": given.get("old_version"),
-                      "new_version": given.get("new_version"), "old_pid": given.get("pid"), "new_pid": None,
-                      "pause_ms": None}, \
+        # The PID is known already where the old QEMU exec's the new binary.
+        return True, _verified(given, given.get("new_binary"), given.get("pid") if given.get("dialect") in
+                               EXEC_DIALECTS else None), \
             "%s would be verified on QEMU %s" % (given.get("vm"), given.get("new_version"))
     s = _locked(given)
     label = s["vm"]
@@ -441,9 +447,7 @@ def verify(given, timeout=5.0, check_mode=False):
         raise UpgradeError("%s: %s" % (label, e))
     finally:
         conn.close()
-    result = {"dialect": s["dialect"], "old_version": s["old_version"], "new_version": s["new_version"],
-              "old_pid": s["pid"], "new_pid": new_pid, "pause_ms": s["pause_ms"], "runstate": runstate,
-              "new_binary": s["new_binary"]}
+    result = dict(_verified(s, s["new_binary"], new_pid), pause_ms=s["pause_ms"], runstate=runstate)
     if not check_mode:
         # The device state file has served; the new QEMU's log stays in the lock directory (it still
         # writes to it).

@@ -25,13 +25,10 @@ author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
   - cpr.qemu.qmp
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is nothing to diff.
+  - cpr.qemu.attributes
+  - cpr.qemu.attributes.INFO_MODULE
+  - cpr.qemu.attributes.PLATFORM
+  - cpr.qemu.attributes.ACTION_GROUP
 options:
   qmp_sockets:
     description:
@@ -464,7 +461,7 @@ target:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, qemu_binary, validation, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils import options, process, qemu_binary, validation, vm_facts
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -481,6 +478,8 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    if options.timeout_problem(p["timeout"]):
+        module.fail_json(msg=options.timeout_problem(p["timeout"]))
     relative = validation.relative_paths(target_binary=p["target_binary"], target_root=p["target_root"])
     if relative:
         module.fail_json(msg="%s must be absolute paths" % ", ".join(relative))

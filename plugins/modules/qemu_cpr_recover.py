@@ -30,13 +30,18 @@ author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
   - cpr.qemu.qmp
+  - cpr.qemu.attributes
+  - cpr.qemu.attributes.PLATFORM
+  - cpr.qemu.attributes.ACTION_GROUP
 attributes:
   check_mode:
     support: full
-    description: Reports the sessions it would settle; nothing is changed.
+    details:
+      - Reports the sessions it would settle; nothing is changed.
   diff_mode:
     support: none
-    description: The changes are to running processes, not to files.
+    details:
+      - RV(settled) tells, per session, what was done and where the guest runs now.
 options:
   qmp_sockets:
     description:
@@ -115,7 +120,7 @@ settled:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import recover
+from ansible_collections.cpr.qemu.plugins.module_utils import options, recover
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -130,6 +135,8 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    if options.timeout_problem(p["timeout"]):
+        module.fail_json(msg=options.timeout_problem(p["timeout"]))
     settled = recover.settle_all(p["qmp_sockets"], p["timeout"], module.check_mode)
     changed = any(s["recovered"] for s in settled)
     unsettled = [s for s in settled if not s["recovered"] and s["action"] != "would-settle"]

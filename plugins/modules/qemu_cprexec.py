@@ -34,13 +34,22 @@ author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
   - cpr.qemu.qmp
+  - cpr.qemu.attributes
+  - cpr.qemu.attributes.PLATFORM
+  - cpr.qemu.attributes.ACTION_GROUP
 attributes:
   check_mode:
     support: full
-    description: Reports what would happen; the guest is not touched.
+    details:
+      - Reports what would happen; the guest is not touched.
   diff_mode:
-    support: none
-    description: The changes are to running processes, not to files.
+    support: full
+    details:
+      - The diff shows the VM before and after the switch (RV(diff)) - its binary, QEMU version, PID, CPR
+        dialect and machine type; in check mode, after as it would be (the PID null where a new QEMU would
+        start).
+      - With O(sessions), one diff per VM that switched or needed no switch, each headed by the VM's name.
+      - A VM that already runs the new binary has equal before and after.
 options:
   session:
     description:
@@ -163,11 +172,33 @@ switches:
     recovered:
       description: As RV(recovered).
       type: bool
+diff:
+  description:
+    - In diff mode, the VM before and after the switch, named in both headers (as
+      RV(cpr.qemu.qemu_cprsave#module:diff)).
+    - With O(sessions), a list of them, one per VM that switched or needed no switch, in the order of O(sessions).
+  returned: in diff mode, on success and, with O(sessions), when some VM failed
+  type: raw
+  sample:
+    before:
+      binary: /usr/bin/qemu-system-x86_64
+      version: 10.0.2
+      pid: 4242
+      dialect: cpr-transfer
+      machine_type: pc-q35-10.0
+    after:
+      binary: /usr/bin/qemu-system-x86_64
+      version: 11.1.3
+      pid: 4300
+      dialect: cpr-transfer
+      machine_type: pc-q35-10.0
+    before_header: VM web1 (/run/vm/web1/qmp.sock)
+    after_header: VM web1 (/run/vm/web1/qmp.sock)
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, session, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, process, session, upgrade
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -191,6 +222,8 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    if options.timeout_problem(p["timeout"]):
+        module.fail_json(msg=options.timeout_problem(p["timeout"]))
     if p["switch_timeout"] < MIN_SWITCH_TIMEOUT:
         module.fail_json(msg="switch_timeout must be at least %s seconds (it is %s); nothing was changed"
                          % (MIN_SWITCH_TIMEOUT, p["switch_timeout"]))
@@ -202,11 +235,13 @@ def main():
                 outcome["session"] = session.public(outcome["session"])
         changed = any(o["changed"] for o in switches)
         failed = [o for o in switches if o["failed"]]
+        diffs = diff.result(module._diff, diff.of_switches(switches))
         if failed:
             module.fail_json(msg="%d of %d VMs failed to switch: %s" % (
-                len(failed), len(switches), "; ".join(o["msg"] for o in failed)), changed=changed, switches=switches)
+                len(failed), len(switches), "; ".join(o["msg"] for o in failed)), changed=changed, switches=switches,
+                **diffs)
         module.exit_json(changed=changed, switches=switches, msg="; ".join(o["msg"] for o in switches)
-                         or "no VM to switch")
+                         or "no VM to switch", **diffs)
     # Only the secret values are hidden: masking the whole argv would mask
     # every option name wherever it appears in messages.
     module.no_log_values.update(process.secret_values(p["argv"] or []))
@@ -216,7 +251,7 @@ def main():
     except upgrade.UpgradeError as e:
         module.fail_json(msg=e.message, **e.details)
     module.exit_json(changed=changed, msg=msg, session=session.public(s), pause_ms=s.get("pause_ms"),
-                     new_pid=s.get("new_pid", s.get("pid")))
+                     new_pid=s.get("new_pid", s.get("pid")), **diff.result(module._diff, diff.of_session(s)))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,20 @@ author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
   - cpr.qemu.qmp
+  - cpr.qemu.attributes
+  - cpr.qemu.attributes.PLATFORM
+  - cpr.qemu.attributes.ACTION_GROUP
 attributes:
   check_mode:
     support: full
-    description: Verifies only; the guest is not resumed and the lock is kept.
+    details:
+      - Verifies only; the guest is not resumed and the lock is kept.
   diff_mode:
-    support: none
-    description: Nothing to diff.
+    support: full
+    details:
+      - The diff shows the VM before the live upgrade and as verified on its new QEMU (RV(diff)) - its
+        binary, QEMU version, PID, CPR dialect and machine type; in check mode, after as it would be.
+      - A VM that already ran the new binary has equal before and after.
 options:
   session:
     description:
@@ -79,7 +86,9 @@ old_pid:
   returned: success
   type: int
 new_pid:
-  description: PID of the QEMU now (the same for C(cpr-exec)).
+  description:
+    - PID of the QEMU now (the same for C(cpr-exec) and C(live-update)).
+    - In check mode, null where a new QEMU would start (C(cpr-transfer)).
   returned: success
   type: int
 runstate:
@@ -87,15 +96,35 @@ runstate:
   returned: when the upgrade was carried out
   type: str
   sample: running
-new_binary:
-  description: The binary the VM runs now.
-  returned: when the upgrade was carried out
+vm:
+  description: The VM, as named in messages.
+  returned: success
   type: str
+  sample: VM web1 (/run/vm/web1/qmp.sock)
+machine_type:
+  description: The VM's machine type, kept across the upgrade.
+  returned: success
+  type: str
+  sample: pc-q35-10.0
+old_binary:
+  description: The binary the VM ran before, as its QEMU saw it.
+  returned: success
+  type: str
+  sample: /usr/bin/qemu-system-x86_64
+new_binary:
+  description: The binary the VM runs now (in check mode, would run), as its QEMU sees it.
+  returned: success
+  type: str
+diff:
+  description: In diff mode, the VM before and after the upgrade, named in both headers (as
+    RV(cpr.qemu.qemu_cprsave#module:diff)).
+  returned: success, in diff mode
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, upgrade
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -109,12 +138,14 @@ def main():
     )
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
+    if options.timeout_problem(module.params["timeout"]):
+        module.fail_json(msg=options.timeout_problem(module.params["timeout"]))
     try:
         changed, result, msg = upgrade.verify(module.params["session"], timeout=module.params["timeout"],
                                               check_mode=module.check_mode)
     except upgrade.UpgradeError as e:
         module.fail_json(msg=e.message, **e.details)
-    module.exit_json(changed=changed, msg=msg, **result)
+    module.exit_json(changed=changed, msg=msg, **dict(result, **diff.result(module._diff, diff.of_verified(result))))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,22 @@ author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
   - cpr.qemu.qmp
+  - cpr.qemu.attributes
+  - cpr.qemu.attributes.PLATFORM
+  - cpr.qemu.attributes.ACTION_GROUP
 attributes:
   check_mode:
     support: full
-    description: All checks run; no lock is taken and QEMU is not armed.
+    details:
+      - All checks run; no lock is taken and QEMU is not armed.
   diff_mode:
-    support: none
-    description: The changes are to a running process, not to files.
+    support: full
+    details:
+      - The diff shows the VM before and after the live upgrade this step prepares (RV(diff)) - its binary,
+        QEMU version, PID, CPR dialect and machine type - as it would be once switched; the same in check mode.
+      - The new QEMU's PID is null where it is not known before the switch (C(cpr-transfer) starts a new
+        process; C(cpr-exec) and C(live-update) keep the PID).
+      - A VM that already runs O(new_binary) has equal before and after.
 options:
   qmp_socket:
     description:
@@ -174,11 +183,54 @@ new_version:
   returned: success
   type: str
   sample: 11.1.3
+diff:
+  description:
+    - In diff mode, the VM before and after the live upgrade, named in both headers.
+    - RV(diff.before) is the VM as found; RV(diff.after) as it will be once switched.
+  returned: success, in diff mode
+  type: dict
+  contains:
+    before:
+      description: The VM on its QEMU now.
+      type: dict
+      contains:
+        binary:
+          description: The binary the VM's QEMU runs, as QEMU sees it.
+          type: str
+          sample: /usr/bin/qemu-system-x86_64
+        version:
+          description: Its QEMU version.
+          type: str
+          sample: 10.0.2
+        pid:
+          description: Its QEMU's PID.
+          type: int
+        dialect:
+          description: The CPR dialect that moves the VM.
+          type: str
+          sample: cpr-transfer
+        machine_type:
+          description: The VM's machine type, kept across the upgrade.
+          type: str
+          sample: pc-q35-10.0
+    after:
+      description:
+        - The VM on its new QEMU, with the keys of RV(diff.before).
+        - Its C(pid) is null for C(cpr-transfer), whose new QEMU does not run yet.
+      type: dict
+    before_header:
+      description: The VM, as named in messages.
+      type: str
+      sample: VM web1 (/run/vm/web1/qmp.sock)
+    after_header:
+      description: The VM, as named in messages.
+      type: str
+      sample: VM web1 (/run/vm/web1/qmp.sock)
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import session, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, session, upgrade
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -198,6 +250,8 @@ def main():
     if not HAS_QEMU_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
     p = module.params
+    if options.timeout_problem(p["timeout"]):
+        module.fail_json(msg=options.timeout_problem(p["timeout"]))
     try:
         changed, s, msg = upgrade.prepare(
             p["qmp_socket"], p["new_binary"], dialect=p["dialect"], new_root=p["new_root"],
@@ -206,7 +260,8 @@ def main():
     except upgrade.UpgradeError as e:
         module.fail_json(msg=e.message, **e.details)
     module.exit_json(changed=changed, msg=msg, session=session.public(s), dialect=s["dialect"],
-                     old_version=s["old_version"], new_version=s["new_version"])
+                     old_version=s["old_version"], new_version=s["new_version"],
+                     **diff.result(module._diff, diff.of_session(s)))
 
 
 if __name__ == "__main__":
