@@ -45,6 +45,13 @@ options:
     type: str
     choices: [skip, fail]
     default: skip
+  started_at:
+    description: When the batch's checkpoints began, seconds since the epoch; recorded in each VM's result that went
+      on to the switch.
+    type: float
+  finished_at:
+    description: When the batch's verification ended, seconds since the epoch; recorded like O(started_at).
+    type: float
 """
 
 EXAMPLES = r"""
@@ -62,7 +69,8 @@ _value:
       check mode, V(already-current), V(skipped) or V(failed)), C(reason), C(dialect), C(pid_after),
       C(version_after), C(pause_ms), C(paused_at) (QEMU's time of the pause, seconds since the epoch) and,
       for a failure, C(guest) (where the guest is) and C(recovered) (whether the guest runs on its old QEMU,
-      as before; false when that is not known).
+      as before; false when that is not known). A VM that went on to the switch also has C(started_at) and
+      C(finished_at), when given.
     - A refused checkpoint is V(skipped) (or V(failed), see O(on_precheck_failure)) only when it was the VM's
       own pre-check; a lock held by another run, a module that died or an unreachable host are V(failed).
   type: list
@@ -93,7 +101,7 @@ def _refused(save):
     return not (HELD in msg or save.get("unreachable") or "module_stderr" in save or "MODULE FAILURE" in msg)
 
 
-def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip"):
+def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip", started_at=None, finished_at=None):
     save_results = saves.get("results", [])
     if len(save_results) != len(batch):
         raise AnsibleFilterError("upgrade_outcome: %d checkpoints for a batch of %d VMs"
@@ -114,6 +122,8 @@ def upgrade_outcome(batch, saves, switch, loads, host, on_precheck_failure="skip
             out.append(_record(entry, host, "already-current", save.get("msg", ""),
                                pid_after=entry.get("pid_before"), version_after=entry.get("version_before")))
             continue
+        # From here on the VM went to the switch: its time span is the batch's.
+        entry = dict(entry, started_at=started_at, finished_at=finished_at)
         outcome = next(switches, None)
         if outcome is None:
             # qemu_cprexec failed as a whole (it never reported this VM): where the guest is is unknown.

@@ -60,6 +60,15 @@ def test_each_vm_gets_its_own_outcome(on_precheck_failure, refused_status):
     assert got["unverified"]["recovered"] is False and got["rolled-back"]["recovered"] is True
 
 
+def test_the_batch_time_span_marks_the_vms_that_went_to_the_switch():
+    out = upgrade_outcome(BATCH, SAVES, SWITCH, LOADS, "hv1", started_at=1700000000.0, finished_at=1700000002.5)
+    spans = dict((r["vm"], (r.get("started_at"), r.get("finished_at"))) for r in out)
+    for vm in ("ok", "rolled-back", "unverified"):
+        assert spans[vm] == (1700000000.0, 1700000002.5)
+    # Refused at the checkpoint, or already current: never switched.
+    assert spans["refused"] == (None, None) and spans["current"] == (None, None)
+
+
 def test_check_mode_makes_a_plan():
     saves = {"results": [_save("ok", check_mode=True)]}
     switch = {"switches": [dict(_switched("ok"), new_pid=100, pause_ms=None, session={"vm": "ok"})]}
