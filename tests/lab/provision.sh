@@ -7,7 +7,8 @@
 #   - a second trixie root with QEMU 10.0 and QEMU 11.1 in a local repository;
 #   - Debian's cloud kernel and a busybox initramfs (with the kernel's virtio
 #     modules) for the test guest;
-#   - qemu-img and qemu-io (qemu-utils 10.0) for the lab VMs' disk images.
+#   - qemu-img and qemu-io (qemu-utils 10.0) for the lab VMs' disk images;
+#   - Debian's chromium, run headless by tests/fleet/timeline.py.
 # Everything lands in $CPR_LAB_CACHE (default /var/cache/cpr-qemu-lab); a second
 # run finds it there and takes seconds. Apt URIs are taken from this machine's
 # own apt configuration, never written here.
@@ -88,6 +89,16 @@ fleet_packages() {
     log "installing openssh-server (not started)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
     [ "$own" -eq 0 ] || rm -f "$policy"
+}
+
+# Debian's chromium, which tests/fleet/timeline.py runs headless to screenshot
+# and read the roll-out's HTML page. Its recommends (a sandbox helper, desktop
+# services) are not needed headless; the fonts come with fontconfig.
+browser_packages() {
+    [ -x /usr/bin/chromium ] && return
+    apt_update_once
+    log "installing chromium"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 }
 
 # qemu-system-x86 and qemu-utils (qemu-img and qemu-io, with which the lab
@@ -319,6 +330,7 @@ simulator() {
 
 host_packages
 fleet_packages
+browser_packages
 host_qemu
 trixie_root
 pkghost_root
