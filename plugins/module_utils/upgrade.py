@@ -146,7 +146,7 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
         key = state.vm_key(qmp_socket)
         # An interrupted upgrade may have left the guest paused on the target binary: never call that current.
         if os.path.lexists(sessions.lock_path(state.lock_dir(key))):
-            raise UpgradeError("%s: %s" % (label, sessions.held_message(state.lock_dir(key))))
+            raise UpgradeError("%s: %s" % (label, sessions.held_message(state.lock_dir(key))), error_kind="held")
         chosen, via = _choose(dialect, facts, label)
         root = _binary_root(chosen, pid, new_root)
         target = _probe(new_binary, root, facts, label, argv)
@@ -190,7 +190,9 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
                 label, facts["version"], target["version"], chosen)
         try:
             sessions.acquire(state.lock_dir(key, create=True), s)
-        except (state.StateError, sessions.LockError) as e:
+        except sessions.LockError as e:
+            raise UpgradeError("%s: %s" % (label, e), error_kind="held")
+        except state.StateError as e:
             raise UpgradeError("%s: %s" % (label, e))
         try:
             os.close(state.open_work_dir(state.qemu_base(pid, work_dir), work_dir, uid, gid, create=True))

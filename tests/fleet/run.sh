@@ -104,6 +104,7 @@ runner() {
     grep -q "report: $dir/project/qemu-upgrade-report.json" "$W/$out.log" ||
         { echo "the job did not print its report's path, $dir/project/qemu-upgrade-report.json"; exit 1; }
     mv "$dir/project/qemu-upgrade-report.json" "$W/report-$out.json"
+    mv "$dir/project/qemu-upgrade-report.html" "$W/report-$out.html"
 }
 check() { python "$HERE/check.py" "$W" "$@"; }
 # Every host's VMs as qemu_cpr_info reports them, for check.py (no session left).
@@ -143,6 +144,8 @@ runner rollout '{"live_upgrade_vms": "vm-h1, plain-h1\nvm-h2\nvm-h3\nvm-h4\n", "
   "live_upgrade_parallel": "2", "live_upgrade_install_requirements": "true"}'
 sessions rollout
 check rollout
+# The roll-out's picture, opened in headless Chromium: every VM, its status and its pause as in the report.
+python "$HERE/timeline.py" "$W/report-rollout.html" "$W/report-rollout.json"
 
 echo "== second run: every VM already current, nothing changed"
 playbook again

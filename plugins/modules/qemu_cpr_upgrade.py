@@ -1,0 +1,201 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cpr.qemu contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: qemu_cpr_upgrade
+short_description: Live-upgrade a host's planned VMs in batches - checkpoint, switch and verify each
+version_added: 0.1.0
+description:
+  - Runs the three steps of M(cpr.qemu.qemu_cprsave), M(cpr.qemu.qemu_cprexec) and M(cpr.qemu.qemu_cprload) for
+    every VM given, O(parallel) at a time, in one process on the host. Within a batch the VMs' checks run side
+    by side, their switches overlap (each in the detached child that no signal to the module reaches) and
+    their verifications run side by side.
+  - A batch starts only before O(deadline), while no earlier VM's pause exceeded O(pause_budget_ms), and while
+    no earlier failure left a guest not known to run on its old QEMU as before. VMs whose batch does not start
+    are reported V(skipped) with the reason.
+  - One VM's failure never touches another's. The module fails, after every VM is reported, when a VM failed.
+  - The P(cpr.qemu.live_upgrade#role) role runs it with the VMs its plan picked.
+author:
+  - cpr.qemu contributors (@cpr-qemu)
+extends_documentation_fragment:
+  - cpr.qemu.qmp
+  - cpr.qemu.attributes
+  - cpr.qemu.attributes.PLATFORM
+  - cpr.qemu.attributes.ACTION_GROUP
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Every check of every VM runs; no VM is locked, armed or paused. Each result is V(planned).
+  diff_mode:
+    support: full
+    details:
+      - One diff per VM upgraded (or that would be) or already current, as RV(cpr.qemu.qemu_cprload#module:diff).
+options:
+  vms:
+    description:
+      - The VMs, in order, as the entries of P(cpr.qemu.upgrade_plan#filter) whose C(action) is V(upgrade); each result
+        is its entry with the outcome added.
+      - Each needs C(qmp_socket) and C(vm) (its label). C(target_binary), C(target_root), C(launcher) and
+        C(switch_dialect), where set, are that VM's own target and dialect instead of O(new_binary), O(new_root),
+        O(launcher) and O(dialect). C(pid_before) and C(version_before) go into the result of a VM that is not
+        switched.
+    type: list
+    elements: dict
+    required: true
+  new_binary:
+    description: Absolute path of the new QEMU binary, inside O(new_root), for the VMs without their own.
+    type: path
+  new_root:
+    description: Root directory of O(new_binary), as for M(cpr.qemu.qemu_cprsave).
+    type: path
+  launcher:
+    description: For cpr-transfer, the command prefix that starts the new QEMU, as for M(cpr.qemu.qemu_cprsave).
+    type: list
+    elements: str
+    default: []
+  dialect:
+    description: The CPR dialect, as for M(cpr.qemu.qemu_cprsave).
+    type: str
+    choices: [auto, cpr-exec, cpr-transfer, live-update]
+    default: auto
+  parallel:
+    description: How many VMs switch at once; their pauses overlap.
+    type: int
+    default: 1
+  pause_budget_ms:
+    description: No batch starts after one in which a VM's pause exceeded this many milliseconds.
+    type: float
+  deadline:
+    description: End of the maintenance window, UTC, as C(YYYY-MM-DDTHH:MM:SSZ); no batch starts after it.
+    type: str
+  on_precheck_failure:
+    description: A VM that fails its checks is V(skipped) (its guest untouched) or V(failed).
+    type: str
+    choices: [skip, fail]
+    default: skip
+  switch_timeout:
+    description: Seconds one switch may take before it is rolled back, as for M(cpr.qemu.qemu_cprexec).
+    type: float
+    default: 60.0
+seealso:
+  - module: cpr.qemu.qemu_cprsave
+  - module: cpr.qemu.qemu_cprexec
+  - module: cpr.qemu.qemu_cprload
+"""
+
+EXAMPLES = r"""
+- name: Upgrade the VMs the plan picked, two at a time, until 04:00 UTC
+  cpr.qemu.qemu_cpr_upgrade:
+    vms: "{{ plan | selectattr('action', 'equalto', 'upgrade') | list }}"
+    new_binary: /usr/bin/qemu-system-x86_64
+    parallel: 2
+    pause_budget_ms: 500
+    deadline: "2026-11-28T04:00:00Z"
+  register: upgraded
+"""
+
+RETURN = r"""
+results:
+  description:
+    - One result per VM of O(vms), in order - its entry with C(status) (V(upgraded), V(planned) in check mode,
+      V(already-current), V(skipped) or V(failed)), C(reason), C(dialect), C(pid_after), C(version_after),
+      C(pause_ms), C(paused_at) (QEMU's time of the pause, seconds since the epoch) and, for a VM that went to
+      the switch, C(started_at) and C(finished_at) (its batch's time span, seconds since the epoch).
+    - A failure also has C(guest) (where the guest is now) and C(recovered) (whether it runs on its old QEMU as
+      before; false when that is not known). A refused check is V(skipped) (or V(failed), see
+      O(on_precheck_failure)); a lock another run holds is V(failed), its guest untouched.
+  returned: always
+  type: list
+  elements: dict
+halted:
+  description: Why the host's batches stopped starting, or empty.
+  returned: always
+  type: str
+  sample: "pause budget exceeded: VM web1 (/run/vm/web1/qmp.sock) paused 1210.4 ms (budget 1000 ms)"
+diff:
+  description: In diff mode, each VM's before and after, named in both headers.
+  returned: in diff mode
+  type: list
+  elements: dict
+"""
+
+import calendar
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, rollout
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+
+MIN_SWITCH_TIMEOUT = 5.0
+
+
+def _deadline(text):
+    """The deadline in seconds since the epoch, or None; ValueError if it is not YYYY-MM-DDTHH:MM:SSZ."""
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")) if text else None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            vms=dict(type="list", elements="dict", required=True),
+            new_binary=dict(type="path"),
+            new_root=dict(type="path"),
+            launcher=dict(type="list", elements="str", default=[]),
+            dialect=dict(type="str", default="auto", choices=["auto", "cpr-exec", "cpr-transfer", "live-update"]),
+            parallel=dict(type="int", default=1),
+            pause_budget_ms=dict(type="float"),
+            deadline=dict(type="str"),
+            on_precheck_failure=dict(type="str", default="skip", choices=["skip", "fail"]),
+            switch_timeout=dict(type="float", default=60.0),
+            timeout=dict(type="float", default=5.0),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_QEMU_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QEMU_QMP_IMPORT_ERROR)
+    p = module.params
+    problems = [options.timeout_problem(p["timeout"])]
+    if p["switch_timeout"] < MIN_SWITCH_TIMEOUT:
+        problems.append("switch_timeout must be at least %s seconds (it is %s)" % (MIN_SWITCH_TIMEOUT, p["switch_timeout"]))
+    if p["parallel"] < 1:
+        problems.append("parallel must be 1 or more (it is %s)" % p["parallel"])
+    if p["pause_budget_ms"] is not None and p["pause_budget_ms"] <= 0:
+        problems.append("pause_budget_ms must be above 0 (it is %s)" % p["pause_budget_ms"])
+    incomplete = [i for i, e in enumerate(p["vms"]) if not e.get("qmp_socket") or not e.get("vm")]
+    if incomplete:
+        problems.append("each of vms needs qmp_socket and vm (not: entries %s)" % incomplete)
+    if not p["new_binary"] and any(e.get("target_binary") is None for e in p["vms"]):
+        problems.append("new_binary is needed for the VMs without a target_binary of their own")
+    try:
+        deadline = _deadline(p["deadline"])
+    except ValueError:
+        problems.append("deadline must be a UTC time YYYY-MM-DDTHH:MM:SSZ (it is '%s')" % p["deadline"])
+    problems = [m for m in problems if m]
+    if problems:
+        module.fail_json(msg="; ".join(problems) + "; nothing was checked or changed")
+
+    host = rollout.Host({"new_binary": p["new_binary"], "new_root": p["new_root"], "launcher": p["launcher"],
+                         "dialect": p["dialect"]},
+                        on_precheck_failure=p["on_precheck_failure"], timeout=p["timeout"],
+                        switch_timeout=p["switch_timeout"], check_mode=module.check_mode)
+    results, halted = host.run(p["vms"], p["parallel"], rollout.Limits(deadline, p["pause_budget_ms"]))
+    changed = any(r["status"] in ("upgraded", "planned") for r in results)
+    failed = [r for r in results if r["status"] == "failed"]
+    out = dict(changed=changed, results=results, halted=halted, **diff.result(module._diff, host.diffs))
+    if failed:
+        module.fail_json(msg="%d of %d VMs failed: %s" % (len(failed), len(results),
+                                                          "; ".join(r["reason"] or r["vm"] for r in failed)), **out)
+    counts = dict((s, sum(1 for r in results if r["status"] == s)) for s in set(r["status"] for r in results))
+    module.exit_json(msg=", ".join("%d %s" % (n, s) for s, n in sorted(counts.items())) or "no VM given", **out)
+
+
+if __name__ == "__main__":
+    main()
