@@ -7,6 +7,11 @@
 A binary may live in another root (a container image, a chroot); it is then run
 with ``chroot ROOT PATH`` so it finds its own libraries and firmware.  Only a
 binary that root alone could have put where it is ever runs (trust.py).
+
+A binary runs once per host for what it is asked, not once per VM or module run:
+its answers are kept in this process and in binary_cache.py, by the identity of
+the very file judged, the root it runs in and who it runs as.  The trust checks
+run every time, before anything kept is looked up.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,9 +22,10 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, trust
+from ansible_collections.cpr.qemu.plugins.module_utils import binary_cache, process, trust
 
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(?:\s*\((.*)\))?")
 _ALIAS = re.compile(r"\(alias of ([^)]+)\)")
@@ -27,8 +33,12 @@ _ALIAS = re.compile(r"\(alias of ([^)]+)\)")
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 # How many option questions run at once (each is one short run of the binary).
 _ASKING = 8
-# (root, path, file identity) -> {"listed": the options its -help lists, "asked": those asked about}.
-_ASKED = {}
+# Entry name (binary_cache.Pinned.name) -> what that binary answered: version, package, machine_types,
+# machine_aliases (probe), options (what its -help lists), arity ({option: takes a value, or None}).
+_KNOWN = {}
+# One question at a time per binary: threads inspecting VMs of one binary run it once.
+_LOCKS = {}
+_LOCKS_LOCK = threading.Lock()
 _HELP_OPTION = re.compile(r"^--?([A-Za-z0-9][A-Za-z0-9_.-]*)", re.M)
 
 
@@ -107,9 +117,9 @@ def _run(cmd, timeout, identity):
 
 
 def _trusted_stat(path, root, in_root):
-    """The binary's stat, once it is known that root alone could have put it where it is."""
+    """The binary's host path and stat, once it is known that root alone could have put it where it is."""
     try:
-        st = trust.check_path(root, path)[1]
+        host_path, st = trust.check_path(root, path)
     except trust.UntrustedError as e:
         raise BinaryError("target binary %s is not trusted%s: %s" % (path, in_root, e))
     except FileNotFoundError:
@@ -120,7 +130,46 @@ def _trusted_stat(path, root, in_root):
         raise BinaryError("target binary %s is not a regular file%s" % (path, in_root))
     if not st.st_mode & 0o111:
         raise BinaryError("target binary %s is not executable%s" % (path, in_root))
-    return st
+    return host_path, st
+
+
+class _Answers(object):
+    """What the judged binary answered before (this process, then binary_cache), and keeping new answers.
+
+    Use as a context manager: it holds the binary open (binary_cache.pin) and
+    one lock per binary, so that threads asking about one binary run it once.
+    """
+
+    def __init__(self, host_path, st, root, run_as):
+        self.pinned = binary_cache.pin(host_path, st, root, run_as)
+        self.lock = None
+        self.known = {}
+
+    def __enter__(self):
+        if self.pinned is None:
+            return self
+        with _LOCKS_LOCK:
+            self.lock = _LOCKS.setdefault(self.pinned.name, threading.Lock())
+        self.lock.acquire()
+        known = _KNOWN.get(self.pinned.name)
+        if known is None or known.get("_key") != self.pinned.key:
+            known = dict(binary_cache.load(self.pinned), _key=self.pinned.key)
+            _KNOWN[self.pinned.name] = known
+        self.known = known
+        return self
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.release()
+        if self.pinned is not None:
+            self.pinned.close()
+
+    def keep(self, **answers):
+        """Remember new answers, here and (while the binary is still the file pinned) on disk."""
+        if self.pinned is None or not self.pinned.unchanged():
+            return
+        self.known.update(answers)
+        binary_cache.store(self.pinned, dict((k, v) for k, v in self.known.items() if k != "_key"))
 
 
 def probe(path, root=None, timeout=30, run_as=None):
@@ -137,16 +186,22 @@ def probe(path, root=None, timeout=30, run_as=None):
     in_root = "" if root == "/" else " (in root %s)" % root
     if not os.path.isdir(root):
         raise BinaryError("root %s of target binary %s does not exist" % (root, path))
-    st = _trusted_stat(path, root, in_root)
-    cmd, identity = _command(path, root, run_as)
-    try:
-        version, package = parse_version(_run(cmd + ["-version"], timeout, identity))
-        names, aliases = parse_machine_help(_run(cmd + ["-machine", "help"], timeout, identity))
-    except BinaryError as e:
-        raise BinaryError("target binary %s does not work%s: %s" % (path, in_root, e))
-    return {"path": path, "root": root, "version": version_string(version),
-            "package": package, "machine_types": names, "machine_aliases": aliases,
-            "file_id": [st.st_dev, st.st_ino]}
+    host_path, st = _trusted_stat(path, root, in_root)
+    with _Answers(host_path, st, root, run_as) as answers:
+        known = answers.known
+        if "version" not in known:
+            cmd, identity = _command(path, root, run_as)
+            try:
+                version, package = parse_version(_run(cmd + ["-version"], timeout, identity))
+                names, aliases = parse_machine_help(_run(cmd + ["-machine", "help"], timeout, identity))
+            except BinaryError as e:
+                raise BinaryError("target binary %s does not work%s: %s" % (path, in_root, e))
+            known = {"version": version_string(version), "package": package, "machine_types": names,
+                     "machine_aliases": aliases}
+            answers.keep(**known)
+    return {"path": path, "root": root, "version": known["version"],
+            "package": known["package"], "machine_types": list(known["machine_types"]),
+            "machine_aliases": dict(known["machine_aliases"]), "file_id": [st.st_dev, st.st_ino]}
 
 
 def _takes_value(cmd, identity, name, timeout):
@@ -183,16 +238,19 @@ def learn_options(path, root, argv, run_as=None, timeout=5):
     """
     root = root or "/"
     in_root = "" if root == "/" else " (in root %s)" % root
-    st = _trusted_stat(path, root, in_root)
-    key = (root, path, st.st_dev, st.st_ino, st.st_mtime)
-    cmd, identity = _command(path, root, run_as)
-    if key not in _ASKED:
-        _ASKED[key] = {"listed": listed_options(_run(cmd + ["-help"], timeout, identity)), "asked": set()}
-    known = _ASKED[key]
-    words = sorted((process.option_words(argv) & known["listed"]) - known["asked"])
-    if words:
-        with ThreadPoolExecutor(max_workers=min(_ASKING, len(words))) as pool:
-            answers = list(pool.map(lambda w: _takes_value(cmd, identity, w, timeout), words))
-        process.learn_options(dict((w, a) for w, a in zip(words, answers) if a is not None))
-        known["asked"].update(words)
+    host_path, st = _trusted_stat(path, root, in_root)
+    wanted = process.option_words(argv)
+    with _Answers(host_path, st, root, run_as) as answers:
+        listed, arity = answers.known.get("options"), dict(answers.known.get("arity") or {})
+        words = sorted((wanted & set(listed or ())) - set(arity))
+        if listed is None or words:
+            cmd, identity = _command(path, root, run_as)
+            if listed is None:
+                listed = sorted(listed_options(_run(cmd + ["-help"], timeout, identity)))
+                words = sorted((wanted & set(listed)) - set(arity))
+            if words:
+                with ThreadPoolExecutor(max_workers=min(_ASKING, len(words))) as pool:
+                    arity.update(zip(words, pool.map(lambda w: _takes_value(cmd, identity, w, timeout), words)))
+            answers.keep(options=listed, arity=arity)
+    process.learn_options(dict((w, arity[w]) for w in wanted if arity.get(w) is not None))
     return process.unknown_options(argv)

@@ -82,6 +82,38 @@ def lock_dir(key, base=LOCK_BASE, create=False):
     return path
 
 
+def open_root_only_dir(name, base=LOCK_BASE):
+    """A descriptor of ``base/name``, a directory of root's alone (0700 in the 0700 ``base``), created if
+    missing; ``name`` is never a VM's key.  Neither is reached through a symlink: each is opened with
+    O_NOFOLLOW and judged by the descriptor, so nothing can be swapped in between the check and the use."""
+    _root_only_dir(base)
+    parent = os.open(base, _DIR_FLAGS)
+    try:
+        _check_root_only(os.fstat(parent), base)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            raise StateError("cannot open %s/%s: %s" % (base, name, e.strerror))
+    finally:
+        os.close(parent)
+    try:
+        _check_root_only(os.fstat(fd), os.path.join(base, name))
+    except StateError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_root_only(st, path):
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+        raise StateError("%s must be a directory of root's with mode 0700 (uid %d, mode %04o): remove it"
+                         % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
+
+
 def qemu_base(pid, path):
     """Where root starts walking to a path as QEMU (PID) sees it: QEMU's root, or its cwd for a relative path."""
     return ("/proc/%d/root" if os.path.isabs(path) else "/proc/%d/cwd") % pid

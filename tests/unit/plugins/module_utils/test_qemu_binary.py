@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import qemu_binary
+from ansible_collections.cpr.qemu.plugins.module_utils import binary_cache, qemu_binary
 
 MACHINE_HELP = """Supported machines are:
 microvm              microvm (i386)
@@ -23,6 +23,13 @@ q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-10.0)
 pc-q35-10.0          Standard PC (Q35 + ICH9, 2009)
 pc-q35-8.1           Standard PC (Q35 + ICH9, 2009) (deprecated)
 """
+
+
+@pytest.fixture(autouse=True)
+def cache_base(tmp_path, monkeypatch):
+    """Each test's binaries are kept in a cache of its own, nothing remembered in-process (test_binary_cache.py)."""
+    monkeypatch.setattr(binary_cache, "BASE", str(tmp_path / "cpr-qemu"))
+    monkeypatch.setattr(qemu_binary, "_KNOWN", {})
 
 
 def test_parse_machine_help():
@@ -155,3 +162,19 @@ def test_listed_options_are_the_names_help_starts_lines_with():
             "                selects emulated machine ('-machine help' for list)\n--preconfig     pause QEMU\n"
             "-M              as -machine\n")
     assert qemu_binary.listed_options(text) == set(["h", "machine", "preconfig", "M"])
+
+
+def test_a_second_probe_of_the_same_binary_does_not_run_it(trusted, monkeypatch):
+    runs = []
+    real = subprocess.run
+
+    def counting(cmd, *args, **kwargs):
+        runs.append(cmd)
+        return real(cmd, *args, check=kwargs.pop("check"), **kwargs)
+    monkeypatch.setattr(qemu_binary.subprocess, "run", counting)
+    path = _fake_qemu(trusted / "qemu-system-x86_64")
+    first = qemu_binary.probe(path, run_as=(65534, 65534, []))
+    assert len(runs) == 2
+    qemu_binary._KNOWN.clear()  # a new module run: only the cache on disk is left
+    assert qemu_binary.probe(path, run_as=(65534, 65534, [])) == first
+    assert len(runs) == 2
