@@ -71,12 +71,19 @@ def has_member(schema, member):
                for m in e.get("members", []))
 
 
-def accelerator(conn, argv_accel):
-    """The accelerator in use: query-accelerators (QEMU 10.2+), else query-kvm and the argv."""
-    try:
-        return conn.execute("query-accelerators")["enabled"]
-    except QMPCommandError:
-        pass
+def schema_commands(schema):
+    """The names of the commands a query-qmp-schema result lists (what query-commands would answer)."""
+    return [e["name"] for e in schema if e.get("meta-type") == "command"]
+
+
+def accelerator(conn, argv_accel, commands=None):
+    """The accelerator in use: query-accelerators (QEMU 10.2+), else query-kvm and the argv.  ``commands``
+    (the schema's) spares asking a QEMU that has no query-accelerators."""
+    if commands is None or "query-accelerators" in commands:
+        try:
+            return conn.execute("query-accelerators")["enabled"]
+        except QMPCommandError:
+            pass
     if conn.execute("query-kvm").get("enabled"):
         return "kvm"
     return argv_accel or "tcg"
@@ -167,10 +174,11 @@ def gather(conn):
         vfio += [name for name, t in sorted(_children_types(conn, container).items())
                  if t.startswith("vfio-")]
 
+    # The schema lists every command: no query-commands, and no query-accelerators where there is none.
     schema = conn.execute("query-qmp-schema")
-    commands = [c["name"] for c in conn.execute("query-commands")]
+    commands = schema_commands(schema)
     cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
-    accel = accelerator(conn, parsed["accel"])
+    accel = accelerator(conn, parsed["accel"], commands)
     migrate = conn.execute("query-migrate")
 
     return {

@@ -5,7 +5,44 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import pytest
+
 from ansible_collections.cpr.qemu.plugins.module_utils import vm_facts
+
+SCHEMA = [{"name": "query-version", "meta-type": "command", "arg-type": "0", "ret-type": "1"},
+          {"name": "cprsave", "meta-type": "command", "arg-type": "2", "ret-type": "0"},
+          {"name": "0", "meta-type": "object", "members": []},
+          {"name": "CprMode", "meta-type": "enum", "values": ["reboot", "restart"]}]
+
+
+class FakeQMP(object):
+    """Answers QMP commands from a dict and records each one asked (a round trip)."""
+
+    def __init__(self, answers):
+        self.answers, self.asked = answers, []
+
+    def execute(self, command, arguments=None):
+        self.asked.append(command)
+        answer = self.answers[command]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_schema_names_the_commands():
+    assert vm_facts.schema_commands(SCHEMA) == ["query-version", "cprsave"]
+
+
+@pytest.mark.parametrize("commands, answers, accel, asked", [
+    (["query-accelerators"], {"query-accelerators": {"enabled": "kvm"}}, "kvm", ["query-accelerators"]),
+    (["query-kvm"], {"query-kvm": {"enabled": False}}, "tcg", ["query-kvm"]),
+    (None, {"query-accelerators": vm_facts.QMPCommandError("query-accelerators", "CommandNotFound", "no"),
+            "query-kvm": {"enabled": True}}, "kvm", ["query-accelerators", "query-kvm"]),
+], ids=["10.2+", "older-qemu-not-asked", "without-schema"])
+def test_query_accelerators_is_asked_only_of_a_qemu_that_has_it(commands, answers, accel, asked):
+    conn = FakeQMP(answers)
+    assert vm_facts.accelerator(conn, None, commands) == accel
+    assert conn.asked == asked
 
 
 def test_a_vm_with_several_monitors_is_inspected_once_through_one_that_answers(monkeypatch):
