@@ -114,11 +114,16 @@ class Timings:
                 self.runs.setdefault(ev["host"], []).append((start, ev["t"], ev["action"], ev["role"], ev["name"]))
 
     def play_span(self, name_part):
-        """(start, end) of the first play whose name contains name_part: to the next play's start (or the end)."""
+        """(start, end) of the play whose name contains name_part, all its batches (serial starts the play
+        again for each): from its first start to the start of the next other play (or the end)."""
         plays = [ev for ev in self.events if ev["ev"] in ("play", "stats")]
-        for i, ev in enumerate(plays):
-            if ev["ev"] == "play" and name_part in ev["name"] and i + 1 < len(plays):
-                return ev["t"], plays[i + 1]["t"]
+        start = None
+        for ev in plays:
+            mine = ev["ev"] == "play" and name_part in ev["name"]
+            if mine and start is None:
+                start = ev["t"]
+            elif start is not None and not mine:
+                return start, ev["t"]
         return None
 
     @staticmethod
