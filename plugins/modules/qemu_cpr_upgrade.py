@@ -25,9 +25,9 @@ author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
   - cpr.qemu.qmp
-  - cpr.qemu.attributes
-  - cpr.qemu.attributes.PLATFORM
-  - cpr.qemu.attributes.ACTION_GROUP
+  - cpr.qemu._attributes
+  - cpr.qemu._attributes.PLATFORM
+  - cpr.qemu._attributes.ACTION_GROUP
 attributes:
   check_mode:
     support: full

@@ -23,7 +23,7 @@ description:
 author:
   - cpr.qemu contributors (@cpr-qemu)
 extends_documentation_fragment:
-  - cpr.qemu.attributes
+  - cpr.qemu._attributes
 attributes:
   action:
     description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the

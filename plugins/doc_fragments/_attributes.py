@@ -3,9 +3,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-# The attributes every module of this collection shares. Meant for this collection's own modules only: it may
-# change with any release. (Neither ansible-core's meta/runtime.yml nor antsibull-docs has a way to mark a doc
-# fragment private; it is a plain doc fragment.)
+# The attributes every module of this collection shares. Private to this collection: it may change with any
+# release. Neither ansible-core's meta/runtime.yml nor antsibull-docs has a way to mark a doc fragment private,
+# so the leading underscore of its name says it, as community.general names its own (_attributes).
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
