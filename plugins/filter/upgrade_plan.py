@@ -66,6 +66,30 @@ options:
     type: str
     default: auto
     version_added: 0.1.0
+  policy:
+    description:
+      - What is known of QEMU version pairs, source to target - the P(cpr.qemu.live_upgrade#role) role passes the
+        collection's data file C(roles/live_upgrade/vars/qemu_version_pairs.yml). Each is a dict with C(from) and
+        C(to) (a release series such as V(11.1), or an exact version such as V(11.1.3); an exact one wins), and
+        C(status) V(tested) (with the C(proof)) or V(bad) (with the C(reason)).
+      - A VM whose pair is V(bad) is skipped, before any pause, with the reason. Each entry records its pair.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.1.0
+  unknown_pairs:
+    description:
+      - What a VM whose version pair O(policy) does not list may do. V(allow) - it is upgraded; V(canary) - only
+        when O(canary) is true; V(refuse) - it is skipped with the reason.
+    type: str
+    choices: [allow, canary, refuse]
+    default: allow
+    version_added: 0.1.0
+  canary:
+    description: Whether this host belongs to the roll-out's canary batch, for O(unknown_pairs=canary).
+    type: bool
+    default: false
+    version_added: 0.1.0
 """
 
 EXAMPLES = r"""
@@ -142,6 +166,13 @@ _value:
       description: The VM's live-upgrade session as M(cpr.qemu.qemu_cpr_info) reports it, or null.
       type: dict
       version_added: 0.1.0
+    version_pair:
+      description:
+        - The VM's QEMU version and the target's (C(from), C(to)), and what O(policy) knows of the pair
+          (C(status) V(tested), V(bad) or V(unknown), and its C(proof) or C(reason)); null when either version is
+          not known.
+      type: dict
+      version_added: 0.1.0
 """
 
 import functools
@@ -166,10 +197,10 @@ def _root(path):
     return os.path.normpath(path or "/")
 
 
-def _entry(vm, action, reason="", precheck_failed=False, target_spec=None, switch_dialect=None):
+def _entry(vm, action, reason="", precheck_failed=False, target_spec=None, switch_dialect=None, pair=None):
     target = vm.get("target") or {}
     binary = vm.get("binary") or {}
-    return {"vm": _name(vm), "qmp_socket": vm.get("qmp_socket"), "action": action, "reason": reason,
+    return {"version_pair": pair, "vm": _name(vm), "qmp_socket": vm.get("qmp_socket"), "action": action, "reason": reason,
             "precheck_failed": precheck_failed, "dialect": switch_dialect or vm.get("preferred_dialect"),
             "version_before": vm.get("version"), "version_target": target.get("version"), "pid_before": vm.get("pid"),
             "binary_before": {"path": binary.get("path"), "root": binary.get("root")} if binary else None,
@@ -237,10 +268,59 @@ def _by_target(vms, targets):
     return out, set(named)
 
 
-def _decide(vm, named, chosen, spec, dialect):
+class Policy(object):
+    """What the version-pair data says, and what an unknown pair may do on this host."""
+
+    def __init__(self, rules, unknown="allow", canary=False):
+        for rule in rules:
+            if not isinstance(rule, dict) or not rule.get("from") or not rule.get("to") \
+                    or rule.get("status") not in ("tested", "bad"):
+                raise AnsibleFilterError("upgrade_plan: each policy entry needs from, to and status tested or bad: %r"
+                                         % (rule,))
+        if unknown not in ("allow", "canary", "refuse"):
+            raise AnsibleFilterError("upgrade_plan: unknown_pairs must be allow, canary or refuse, not %r" % (unknown,))
+        self.rules, self.unknown, self.canary = rules, unknown, canary
+
+    @staticmethod
+    def _fit(pattern, version):
+        """How well a rule's version matches: 2 exact, 1 its release series, 0 not at all."""
+        pattern = str(pattern)
+        if pattern == version:
+            return 2
+        return 1 if _key(pattern) == _key(version)[:2] and len(pattern.split(".")) == 2 else 0
+
+    def pair(self, source, target):
+        """{from, to, status, proof or reason} of a move from QEMU SOURCE to TARGET, or None."""
+        if not source or not target:
+            return None
+        best, fit = None, 0
+        for rule in self.rules:
+            f = (self._fit(rule["from"], source), self._fit(rule["to"], target))
+            if all(f) and sum(f) > fit:
+                best, fit = rule, sum(f)
+        pair = {"from": source, "to": target, "status": best["status"] if best else "unknown"}
+        if best:
+            pair.update((k, best[k].strip()) for k in ("proof", "reason") if best.get(k))
+        return pair
+
+    def refusal(self, pair):
+        """Why a VM with this pair must not move, or ''."""
+        if pair is None:
+            return ""
+        if pair["status"] == "bad":
+            return "QEMU %s -> %s is known bad: %s" % (pair["from"], pair["to"], pair.get("reason") or "no reason given")
+        if pair["status"] == "unknown" and (self.unknown == "refuse" or self.unknown == "canary" and not self.canary):
+            return ("QEMU %s -> %s is an unknown pair (not in the collection's version-pair data): it moves %s; "
+                    "allow it with live_upgrade_unknown_pairs=allow once it is proven"
+                    % (pair["from"], pair["to"], "on the canary batch only" if self.unknown == "canary" else "nowhere"))
+        return ""
+
+
+def _decide(vm, named, chosen, spec, dialect, policy):
     """The plan entry of one inspected VM."""
     target = vm["target"]
-    entry = functools.partial(_entry, vm, target_spec=spec)
+    pair = policy.pair(vm.get("version"), target.get("version"))
+    entry = functools.partial(_entry, vm, target_spec=spec, pair=pair)
     if named and _name(vm) not in named and vm.get("qmp_socket") not in named:
         return entry("skipped", "not in the list of VMs to upgrade")
     if chosen is not None and vm.get("qmp_socket") not in chosen:
@@ -256,6 +336,9 @@ def _decide(vm, named, chosen, spec, dialect):
     if not named and not target["outdated"]:
         return entry("already-current", "QEMU %s is not older than the target %s"
                      % (vm["version"], target["version"]))
+    refused = policy.refusal(pair)
+    if refused:
+        return entry("skipped", refused, True)
     if target.get("version") and _older_release(target["version"], vm["version"]):
         return entry("skipped", "QEMU %s cannot take the guest over from the newer QEMU %s: QEMU loads the CPR state "
                      "of its own release series or an older one only (10.0 fails on 11.1's); a live move back "
@@ -281,11 +364,13 @@ def _decide(vm, named, chosen, spec, dialect):
     return entry("upgrade")
 
 
-def upgrade_plan(vms, names=None, query="", pending_version="", targets=None, dialect="auto"):
+def upgrade_plan(vms, names=None, query="", pending_version="", targets=None, dialect="auto", policy=None,
+                 unknown_pairs="allow", canary=False):
     if not isinstance(vms, list):
         raise AnsibleFilterError("upgrade_plan expects the vms list of cpr.qemu.qemu_cpr_info")
     if not isinstance(names or [], list):
         raise AnsibleFilterError("upgrade_plan: names must be a list (cpr.qemu.as_list makes survey text one)")
+    rules = Policy(policy or [], unknown_pairs, canary)
     chosen = None
     if query:
         if not HAS_JMESPATH:
@@ -308,7 +393,7 @@ def upgrade_plan(vms, names=None, query="", pending_version="", targets=None, di
             vm = dict(vm, target=_pending_target(vm, pending_version))
         if "target" not in vm:
             raise AnsibleFilterError("upgrade_plan needs qemu_cpr_info run with target_binary")
-        plan.append(_decide(vm, named, chosen, spec, dialect))
+        plan.append(_decide(vm, named, chosen, spec, dialect, rules))
     return plan
 
 

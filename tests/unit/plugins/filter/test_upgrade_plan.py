@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import re
 
 import pytest
 
@@ -226,3 +227,43 @@ def test_names_as_text_are_refused():
     # Text would be compared with VM names character by character; the role makes it a list first.
     with pytest.raises(AnsibleFilterError, match="names must be a list"):
         upgrade_plan(FLEET, names="old,plain")
+
+
+POLICY = [
+    {"from": "10.0", "to": "11.1", "status": "tested", "proof": "tests/fleet/run.sh"},
+    {"from": "10.0.2", "to": "11.1.3", "status": "bad", "reason": "a regression of 10.0.2 only"},
+    {"from": "11.1", "to": "10.0", "status": "bad", "reason": "10.0 fails on 11.1's CPR state"},
+]
+
+
+@pytest.mark.parametrize("version, target, unknown, canary, action, status, why", [
+    # An exact version wins over its release series.
+    ("10.0.2", "11.1.3", "allow", False, "skipped", "bad", "QEMU 10.0.2 -> 11.1.3 is known bad: a regression"),
+    ("10.0.7", "11.1.3", "refuse", False, "upgrade", "tested", ""),
+    ("10.1.0", "11.1.3", "allow", False, "upgrade", "unknown", ""),
+    ("10.1.0", "11.1.3", "canary", True, "upgrade", "unknown", ""),
+    ("10.1.0", "11.1.3", "canary", False, "skipped", "unknown", "unknown pair .* on the canary batch only"),
+    ("10.1.0", "11.1.3", "refuse", True, "skipped", "unknown", "unknown pair .* moves nowhere"),
+])
+def test_version_pairs(version, target, unknown, canary, action, status, why):
+    vm = _vm("vm", version=version)
+    vm["target"]["version"] = target
+    (entry,) = upgrade_plan([vm], policy=POLICY, unknown_pairs=unknown, canary=canary)
+    assert (entry["action"], entry["version_pair"]["status"]) == (action, status)
+    assert (entry["version_pair"]["from"], entry["version_pair"]["to"]) == (version, target)
+    if why:
+        assert re.search(why, entry["reason"]) and entry["precheck_failed"]
+
+
+def test_a_current_vm_is_current_whatever_its_pair():
+    (entry,) = upgrade_plan([_vm("current", version="11.1.3", outdated=False, current=True)], policy=POLICY,
+                            unknown_pairs="refuse")
+    assert entry["action"] == "already-current" and entry["version_pair"]["status"] == "unknown"
+
+
+@pytest.mark.parametrize("policy, unknown", [([{"from": "10.0", "to": "11.1"}], "allow"),
+                                             ([{"from": "10.0", "to": "11.1", "status": "fine"}], "allow"),
+                                             ([], "sometimes")])
+def test_a_bad_policy_is_a_clear_error(policy, unknown):
+    with pytest.raises(AnsibleFilterError, match="upgrade_plan: "):
+        upgrade_plan([_vm("vm")], policy=policy, unknown_pairs=unknown)
