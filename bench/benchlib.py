@@ -25,8 +25,9 @@ PHASES = (("settle", "qemu_cpr_recover"), ("discovery", "qemu_cpr_info"), ("save
           ("switch", "qemu_cprexec"), ("verify", "qemu_cprload"), ("steps", "qemu_cpr_upgrade"))
 # What runs the project's tests: while one of these runs, timings are distorted.
 OTHERS = ("ansible-test", "scripts/test.sh")
-# How long wait_quiet waits at most, in seconds.
+# How long wait_quiet waits at most, in seconds, over the whole run, and how long it has waited.
 MAX_WAIT = 1200
+WAITED = 0.0
 
 
 def say(*args):
@@ -54,19 +55,21 @@ def others():
 
 
 def wait_quiet(what, every=30):
-    """Wait (polling every `every` s, up to MAX_WAIT s) until no test run of the project is on this machine;
-    print what ran and for how long it was waited for."""
+    """Wait (polling every `every` s) until no test run of the project is on this machine, for at most MAX_WAIT s
+    over the whole run (every call takes from the same budget); print what ran and how long it was waited for."""
+    global WAITED
     start = time.monotonic()
     seen = others()
-    while seen and time.monotonic() - start < MAX_WAIT:
-        say("   [%s: waiting for %d test process(es) to end, e.g. %s]" % (what, len(seen), seen[0]))
+    while seen and WAITED + time.monotonic() - start < MAX_WAIT:
+        say("   [%s: waiting for %d test process(es) to end, e.g. %s]" % (what, len(seen), seen[0][:90]))
         time.sleep(every)
         seen = others()
     waited = time.monotonic() - start
+    WAITED += waited
     load = os.getloadavg()
     if seen:
-        say("   [%s: %d test process(es) still running after %.0f s, measured anyway: %s]"
-            % (what, len(seen), waited, "; ".join(x[:90] for x in seen[:3])))
+        say("   [%s: %d test process(es) still running after %.0f s (the run's wait budget, %.0f s, is spent),"
+            " measured anyway: %s]" % (what, len(seen), waited, MAX_WAIT, "; ".join(x[:90] for x in seen[:3])))
     else:
         say("   [%s: no test run of the project on this machine (waited %.0f s); load average %.2f %.2f %.2f]"
             % ((what, waited) + load))

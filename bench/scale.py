@@ -447,6 +447,8 @@ def main():
     p.add_argument("--kvm-sizes", default="256,1024")
     p.add_argument("--kvm-rounds", type=int, default=3)
     p.add_argument("--no-wait", action="store_true", help="do not wait for the project's test runs to end")
+    p.add_argument("--max-wait", type=int, default=1200,
+                   help="seconds to wait at most, over the whole run, for the project's test runs to end")
     p.add_argument("--keep", action="store_true", help="keep the playbooks' logs, timings and reports")
     p.add_argument("--via-targets", action="store_true",
                    help="give the role its target per VM (live_upgrade_targets, as a rollback does) rather than "
@@ -455,8 +457,7 @@ def main():
     a.vms = [int(x) for x in a.vms.split(",")]
     a.parallel = [int(x) for x in a.parallel.split(",")]
     a.hosts = [int(x) for x in a.hosts.split(",")]
-    if a.no_wait:
-        benchlib.MAX_WAIT = 0
+    benchlib.MAX_WAIT = 0 if a.no_wait else a.max_wait
     benchlib.terminate_on_sigterm()
     parts = a.parts.split(",")
     say("cpr.qemu scale benchmarks (%s), %d cores, %.1f GiB RAM; figures only, nothing asserted"
@@ -477,8 +478,10 @@ def main():
             part_host(a, workdir, started)
         if "fleet" in parts:
             part_fleet(a, os.path.dirname(vmlab.RUN_BASE))
-        benchlib.MAX_WAIT = 0
-        benchlib.wait_quiet("at the end")
+        seen = benchlib.others()
+        say("\n   [at the end: %s; the run waited %.0f s in all for test runs to end]"
+            % ("test processes running: " + "; ".join(x[:90] for x in seen[:3]) if seen else "no test run of the project",
+               benchlib.WAITED))
     finally:
         benchlib.stop_lab_vms(started)
         vmlab.stop_all()
