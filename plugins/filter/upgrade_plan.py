@@ -166,6 +166,13 @@ _value:
       description: The VM's live-upgrade session as M(cpr.qemu.qemu_cpr_info) reports it, or null.
       type: dict
       version_added: 0.1.0
+    done_before:
+      description:
+        - Present and true for a V(already-current) VM that an earlier run upgraded to the target (the
+          C(last_upgrade) that M(cpr.qemu.qemu_cpr_info) reports); the entry then carries that run's C(pause_ms)
+          and C(paused_at).
+      type: bool
+      version_added: 0.1.0
     version_pair:
       description:
         - The VM's QEMU version and the target's (C(from), C(to)), and what O(policy) knows of the pair
@@ -268,6 +275,17 @@ def _by_target(vms, targets):
     return out, set(named)
 
 
+def _done_before(entry, last):
+    """A current VM that an earlier run upgraded (the record qemu_cpr_info reports as ``last_upgrade``) keeps
+    that run's pause: a re-run reports it, and does not pause it again."""
+    if not last:
+        return entry
+    entry.update(done_before=True, pause_ms=last.get("pause_ms"), paused_at=last.get("paused_at"),
+                 reason="%s; upgraded by an earlier run from QEMU %s (paused %s ms)" % (
+                     entry["reason"], last.get("old_version"), last.get("pause_ms")))
+    return entry
+
+
 class Policy(object):
     """What the version-pair data says, and what an unknown pair may do on this host."""
 
@@ -332,7 +350,7 @@ def _decide(vm, named, chosen, spec, dialect, policy):
         return entry("skipped", "%s in %s is now QEMU %s, not %s as recorded: put that version back first"
                      % (spec["binary"], spec["root"], target.get("version"), spec["version"]), True)
     if target["on_target_binary"]:
-        return entry("already-current", "runs the target binary")
+        return _done_before(entry("already-current", "runs the target binary"), vm.get("last_upgrade"))
     if not named and not target["outdated"]:
         return entry("already-current", "QEMU %s is not older than the target %s"
                      % (vm["version"], target["version"]))

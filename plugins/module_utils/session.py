@@ -22,9 +22,11 @@ import os
 import time
 import uuid
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, state
+from ansible_collections.cpr.qemu.plugins.module_utils import process, state, switch
 
 LOCK_NAME = "session.json"
+# What the last finished upgrade of the VM did: outlives the lock.
+LAST_UPGRADE = "last-upgrade.json"
 # Steps recorded as marks (mark()): the new QEMU was told to run the guest.
 CONT_SENT = "cont-sent"
 MARKS = (CONT_SENT,)
@@ -122,6 +124,36 @@ def load(given, base=state.LOCK_BASE):
         raise LockError("the session given (%s) is not the one in progress for this VM (%s)"
                         % (given["token"], held.get("token")))
     return held
+
+
+def record_upgrade(lock_dir, record):
+    """Keep what the finished upgrade did (kept when the lock is released), so a later run reports the VM as
+    upgraded before, with its pause; atomically, never through a symlink, in the root-only lock directory."""
+    path = os.path.join(lock_dir, LAST_UPGRADE)
+    tmp = path + ".new"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    _write(tmp, record)
+    os.rename(tmp, path)
+
+
+def last_upgrade(lock_dir, pid):
+    """The record of the VM's last finished upgrade, if the QEMU it left the guest on (by PID and start time)
+    is PID still; else None (none, unreadable, or the VM was restarted or moved since)."""
+    try:
+        fd = os.open(os.path.join(lock_dir, LAST_UPGRADE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd) as f:
+            record = json.load(f)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("pid") != pid or record.get("pid_starttime") != switch.starttime(pid):
+        return None
+    return record
 
 
 def public(session):

@@ -454,6 +454,11 @@ def verify(given, timeout=5.0, check_mode=False):
         # The device state file has served; the new QEMU's log stays in the lock directory (it still
         # writes to it).
         state.remove_work_dir(state.qemu_base(new_pid, s["work_dir"]), s["work_dir"], s["uid"])
+        sessions.record_upgrade(s["lock_dir"], {
+            "token": s["token"], "pid": new_pid, "pid_starttime": common.starttime(new_pid),
+            "old_pid": s["pid"], "old_version": s["old_version"], "new_version": s["new_version"],
+            "dialect": s["dialect"], "pause_ms": s["pause_ms"], "paused_at": s.get("stop_time"),
+            "verified_at": time.time()})
         sessions.release(s["lock_dir"])
         changed = True
     return changed, result, "%s runs QEMU %s (PID %d), %s; guest paused %s" % (

@@ -230,6 +230,15 @@ def session_of(address):
     return recover.describe(held)
 
 
+def last_upgrade_of(address, pid):
+    """What the last finished upgrade of the VM behind this QMP socket did (session.record_upgrade), while the
+    QEMU it left the guest on still runs it; else None."""
+    try:
+        return session.last_upgrade(state.lock_dir(state.vm_key(address)), pid)
+    except (OSError, state.StateError):
+        return None
+
+
 def inspect(address, timeout, target=None):
     """The full report for the VM behind one QMP socket, as qemu_cpr_info returns it.
 
@@ -252,6 +261,7 @@ def inspect(address, timeout, target=None):
                 "error_kind": "process"}
     facts["qmp_socket"] = address
     facts["session"] = session_of(address)
+    facts["last_upgrade"] = last_upgrade_of(address, facts["pid"])
     facts["dialects"], facts["preferred_dialect"] = readiness.assess(facts)
     facts["devices"] = readiness.devices(facts)
     if target is not None:

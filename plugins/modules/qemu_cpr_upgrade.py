@@ -42,10 +42,11 @@ options:
     description:
       - The VMs, in order, as the entries of P(cpr.qemu.upgrade_plan#filter) whose C(action) is V(upgrade); each result
         is its entry with the outcome added.
-      - Each needs C(qmp_socket) and C(vm) (its label). C(target_binary), C(target_root), C(launcher) and
-        C(switch_dialect), where set, are that VM's own target and dialect instead of O(new_binary), O(new_root),
-        O(launcher) and O(dialect). C(pid_before) and C(version_before) go into the result of a VM that is not
-        switched.
+      - Each needs C(qmp_socket) and C(vm) (its label). A VM with a C(target_binary) moves to that binary in its
+        C(target_root) (default V(/)), started by its C(launcher) (none - C(chroot) into C(target_root) unless
+        that is V(/)), instead of O(new_binary), O(new_root) and O(launcher). C(switch_dialect), where set, is
+        the VM's dialect instead of O(dialect). C(pid_before) and C(version_before) go into the result of a VM
+        that is not switched.
     type: list
     elements: dict
     required: true

@@ -172,19 +172,36 @@ elif STAGE == "interrupted":
         if stops(host, "vm-" + host) or version(host, "vm-" + host)[0] != BEFORE[host]:
             fail("%s was touched" % host)
     print("fleet interrupted: vm-h1 on QEMU %s (%s), %d STOP events" % (version("h1", "vm-h1") + (stops("h1", "vm-h1"),)))
-elif STAGE == "rollout":
+elif STAGE == "wf-canary":
     r = report()
-    # What the interrupted run left on h1 was settled first, and reported.
+    # The workflow's canary node (limit qemu_hosts[0]) settled what the interrupted run left on h1, first.
     settled = [e for e in entries() if e.get("step")]
-    if any((e["host"], e["vm"], e["status"]) != ("h1", "vm-h1", "recovered") for e in settled) or len(settled) > 1:
+    if any((e["host"], e["vm"], e["status"]) != ("h1", "vm-h1", "recovered") for e in settled) or len(settled) != 1:
         fail("settled sessions: %s" % settled)
-    finished = bool(settled) and settled[0]["action"] == "finished"
+    e = r[("h1", "vm-h1")]
+    finished = settled[0]["action"] == "finished"
+    if e["status"] != ("already-current" if finished else "upgraded"):
+        fail("vm-h1 on the canary: %s" % e)
+    if version("h1", "vm-h1") != (AFTER["h1"], "running"):
+        fail("vm-h1 does not run %s" % AFTER["h1"])
+    if sorted(set(h for h, _vm in r)) != ["h1"]:
+        fail("the canary node touched other hosts: %s" % sorted(r))
+    for host in ("h2", "h3", "h4"):
+        if stops(host, "vm-" + host) or version(host, "vm-" + host)[0] != BEFORE[host]:
+            fail("%s was touched by the canary node" % host)
+elif STAGE == "rollout":
+    r, canary = report(), report("wf-canary")
+    # Nothing was left to settle: the canary node did it.
+    if [e for e in entries() if e.get("step")]:
+        fail("sessions settled again: %s" % [e for e in entries() if e.get("step")])
     for host in VMS:
         e = r[(host, "vm-" + host)]
-        if host == "h1" and finished:
-            # The interrupted run's switch was finished by the recovery: upgraded once, by that run.
-            if e["status"] != "already-current":
-                fail("vm-h1 after its switch was finished: %s" % e)
+        if host == "h1":
+            # Upgraded by the canary node (or finished by its recovery): current now, with that node's pause.
+            before = canary[("h1", "vm-h1")]
+            if e["status"] != "already-current" or (before["status"] == "upgraded") != bool(e.get("done_before")) \
+                    or e.get("done_before") and e["pause_ms"] != before["pause_ms"]:
+                fail("vm-h1 after the canary node: %s (canary: %s)" % (e, before))
         elif e["status"] != "upgraded" or not isinstance(e["pause_ms"], float) or e["pid_after"] == e["pid_before"]:
             fail("%s not upgraded: %s" % (host, e))
         if version(host, "vm-" + host) != (AFTER[host], "running"):
@@ -205,6 +222,21 @@ elif STAGE == "rollout":
             if stops(host, vm) not in want:
                 fail("%s on %s: %d STOP events" % (vm, host, stops(host, vm)))
     settled_once()
+    # The hooks ran once each where VMs switched, outside the pauses, with the VMs' facts.
+    markers = sorted(os.listdir(os.path.join(W, "markers")))
+    # (h1's VM switched in the canary node, if its recovery did not finish the interrupted switch.)
+    switched = dict((h, ["vm-" + h] if "upgraded" in (r[(h, "vm-" + h)]["status"], canary.get((h, "vm-" + h), {}).get("status"))
+                     else []) for h in VMS)
+    want = sorted(["%s-%s-host.json" % (h, hook) for h, vms in switched.items() if vms for hook in ("before_host", "after_host")]
+                  + ["%s-%s-%s.json" % (h, hook, vm) for h, vms in switched.items() for vm in vms
+                     for hook in ("before_vm", "after_vm")])
+    if markers != want:
+        fail("hook markers: %s, not %s" % (markers, want))
+    for h, vms in switched.items():
+        for vm in vms:
+            with open(os.path.join(W, "markers", "%s-after_vm-%s.json" % (h, vm))) as f:
+                if json.load(f)["vm"].get("status") != "upgraded":
+                    fail("the after_vm hook of %s did not get its result" % vm)
     summary = artifacts().get("qemu_upgrade", {})
     if sorted(summary) != sorted(VMS):
         fail("job artifacts should hold the summary of each host: %s" % sorted(summary))
@@ -219,9 +251,26 @@ elif STAGE == "again":
     r = report()
     if any(counts[h]["changed"] for h in counts):
         fail("second run changed something: %s" % counts)
+    # Resumed, not repeated: each VM an earlier run upgraded is current with that run's pause, and was not paused
+    # again; the summary counts them.
+    earlier = report("wf-canary")
+    earlier.update((k, e) for k, e in report("rollout").items() if e["status"] == "upgraded")
+    done = 0
     for host in VMS:
-        if r[(host, "vm-" + host)]["status"] != "already-current":
-            fail("%s: %s" % (host, r[(host, "vm-" + host)]))
+        e, before = r[(host, "vm-" + host)], earlier.get((host, "vm-" + host), {})
+        if e["status"] != "already-current":
+            fail("%s: %s" % (host, e))
+        if before.get("status") == "upgraded":
+            done += 1
+            if not e.get("done_before") or e["pause_ms"] != before["pause_ms"] or e["paused_at"] != before["paused_at"]:
+                fail("%s should be reported done before, with its pause %s: %s" % (host, before["pause_ms"], e))
+    if "%d done before" % done not in log:
+        fail("the summary should count the %d VMs done before" % done)
+    for host, vms in VMS.items():
+        for vm in vms:
+            want = (0,) if vm == "plain-h1" else (1, 2) if vm == "vm-h1" else (1,)
+            if stops(host, vm) not in want:
+                fail("%s on %s was paused again: %d STOP events" % (vm, host, stops(host, vm)))
     # What the rollback's pauses are counted from.
     with open(os.path.join(W, "stops-again.json"), "w") as f:
         json.dump(dict(("%s/%s" % (h, vm), stops(h, vm)) for h, vms in VMS.items() for vm in vms), f)

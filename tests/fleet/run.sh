@@ -86,21 +86,31 @@ playbook() {
     ansible-playbook -i "$INV" cpr.qemu.upgrade_qemu -e "@$EXTRAVARS" \
         -e "qemu_upgrade_report=$W/report-$out.json" "$@" >"$W/$out.log" 2>&1
 }
-# As AWX runs docs/awx's job template: ansible-runner (no containers) on its
-# project, with extra variables made from its survey's questions as AWX sends
-# them (ANSWERS, a JSON object: text as typed). The report is left to its
+# As AWX runs a node of docs/awx's workflow (its job template): ansible-runner
+# (no containers) on its project, with extra variables made from its survey's
+# questions as AWX sends them (ANSWERS, a JSON object: text as typed), and the
+# node's job type or limit as ansible-runner options. The report is left to its
 # default, the job's working directory (the project), and then moved to
 # report-OUT.json for check.py.
 AWX=$REPO/docs/awx
+# Survey answers as a person types them: VMs by commas and lines, batches as text.
+ANSWERS='{"live_upgrade_vms": "vm-h1, plain-h1\nvm-h2\nvm-h3\nvm-h4\n", "qemu_upgrade_serial": "1, 25%, 100%",
+  "live_upgrade_parallel": "2", "live_upgrade_install_requirements": "true"}'
 runner() {
     local out=$1 answers=$2 dir=$W/runner
+    shift 2
     mkdir -p "$dir/inventory" "$dir/env"
     rm -rf "$dir/project"
     cp -r "$AWX/project" "$dir/project"
     cp "$INV" "$dir/inventory/hosts.json"
     echo "$answers" >"$W/answers-$out.json"
-    python "$HERE/survey.py" "$AWX/survey.json" "$EXTRAVARS" "$W/answers-$out.json" "$dir/env/extravars"
-    ansible-runner run "$dir" -p upgrade-qemu.yml --ident "$out" >"$W/$out.log" 2>&1
+    # The job template's extra variables: the fleet's, and the hooks (each leaves a marker in $W/markers).
+    mkdir -p "$W/markers"
+    python -c 'import json, sys; v = json.load(open(sys.argv[1])); here, w = sys.argv[2:4]
+v.update(("live_upgrade_hook_" + h, "%s/hooks/%s.yml" % (here, h)) for h in ("before_host", "after_host", "before_vm", "after_vm"))
+v["fleet_markers"] = w + "/markers"; json.dump(v, open(sys.argv[4], "w"))' "$EXTRAVARS" "$HERE" "$W" "$W/extravars-$out.json"
+    python "$HERE/survey.py" "$AWX/survey.json" "$W/extravars-$out.json" "$W/answers-$out.json" "$dir/env/extravars"
+    ansible-runner run "$dir" -p upgrade-qemu.yml --ident "$out" "$@" >"$W/$out.log" 2>&1 || return 1
     grep -q "report: $dir/project/qemu-upgrade-report.json" "$W/$out.log" ||
         { echo "the job did not print its report's path, $dir/project/qemu-upgrade-report.json"; exit 1; }
     mv "$dir/project/qemu-upgrade-report.json" "$W/report-$out.json"
@@ -123,9 +133,10 @@ if playbook canary -e live_upgrade_on_precheck_failure=fail; then
 fi
 check canary
 
-echo "== check mode on the fleet: the plan, nothing changed"
-playbook check --check
+echo "== the workflow's plan node (check mode) on the fleet: the plan, nothing changed"
+runner check "$ANSWERS" --cmdline=--check
 check check
+# (The workflow's approval node: the test approves, as an operator reading the plan would.)
 
 echo "== rolling upgrade interrupted: Ctrl-C while a guest switches, then its SSH connections killed"
 (exec ansible-playbook -i "$INV" cpr.qemu.upgrade_qemu -e "@$EXTRAVARS" \
@@ -138,10 +149,12 @@ pb=
 [ "$rc" -ne 0 ] || { echo "the interrupted playbook should have failed"; exit 1; }
 check interrupted
 
-echo "== the roll-out again, run as AWX runs it: what was left is settled, every guest upgraded once"
-# Survey answers as a person types them: VMs by commas and lines, batches as text.
-runner rollout '{"live_upgrade_vms": "vm-h1, plain-h1\nvm-h2\nvm-h3\nvm-h4\n", "qemu_upgrade_serial": "1, 25%, 100%",
-  "live_upgrade_parallel": "2", "live_upgrade_install_requirements": "true"}'
+echo "== the workflow's canary node: the canary host's interrupted switch is settled, its guest upgraded once"
+runner wf-canary "$ANSWERS" --limit 'qemu_hosts[0]'
+check wf-canary
+
+echo "== the workflow's last node, every host: the roll-out picks up where it stopped, every guest upgraded once"
+runner rollout "$ANSWERS"
 sessions rollout
 check rollout
 # The roll-out's picture, opened in headless Chromium: every VM, its status and its pause as in the report.

@@ -267,3 +267,14 @@ def test_a_current_vm_is_current_whatever_its_pair():
 def test_a_bad_policy_is_a_clear_error(policy, unknown):
     with pytest.raises(AnsibleFilterError, match="upgrade_plan: "):
         upgrade_plan([_vm("vm")], policy=policy, unknown_pairs=unknown)
+
+
+def test_a_vm_upgraded_by_an_earlier_run_keeps_that_runs_pause():
+    vm = _vm("done", version="11.1.3", outdated=False, current=True)
+    vm["last_upgrade"] = {"old_version": "10.0.2", "new_version": "11.1.3", "pause_ms": 6.5, "paused_at": 1700000000.5}
+    (entry,) = upgrade_plan([vm])
+    assert (entry["action"], entry["done_before"], entry["pause_ms"], entry["paused_at"]) == \
+        ("already-current", True, 6.5, 1700000000.5)
+    assert "upgraded by an earlier run from QEMU 10.0.2 (paused 6.5 ms)" in entry["reason"]
+    (fresh,) = upgrade_plan([_vm("current", version="11.1.3", outdated=False, current=True)])
+    assert "done_before" not in fresh and "pause_ms" not in fresh

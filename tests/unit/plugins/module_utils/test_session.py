@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import session, state
+from ansible_collections.cpr.qemu.plugins.module_utils import session, state, switch
 
 KEY = "qmp.sock-0123456789abcdef"
 
@@ -63,3 +63,17 @@ def test_public_masks_secrets():
     out = session.public(_session())
     assert "hunter2" not in str(out)
     assert _session()["new_argv"][-1].endswith("hunter2")
+
+
+def test_the_last_upgrade_is_kept_for_the_qemu_it_left_the_guest_on(tmp_path):
+    me = os.getpid()
+    record = {"pid": me, "pid_starttime": switch.starttime(me), "old_version": "10.0.2", "pause_ms": 6.5}
+    session.record_upgrade(str(tmp_path), record)
+    session.record_upgrade(str(tmp_path), dict(record, pause_ms=7.5))  # rewritten whole
+    assert session.last_upgrade(str(tmp_path), me) == dict(record, pause_ms=7.5)
+    # Another process, or the same PID started anew, is not the QEMU the record names.
+    assert session.last_upgrade(str(tmp_path), 1) is None
+    session.record_upgrade(str(tmp_path), dict(record, pid_starttime=1))
+    assert session.last_upgrade(str(tmp_path), me) is None
+    (tmp_path / session.LAST_UPGRADE).write_text("not json")
+    assert session.last_upgrade(str(tmp_path), me) is None
