@@ -20,6 +20,10 @@ description:
     reasons when it is not.
   - With O(target_binary), also reports the target QEMU's version, whether it still offers the
     VM's machine type, and whether the VM is outdated.
+  - Also sets host facts, the drift inventory (RV(ansible_facts.cpr_qemu_vms) and RV(ansible_facts.cpr_qemu_summary))
+    with, per VM, its running and installed QEMU build, whether its binary is still on disk, whether it is CPR-capable
+    now, what blocks it and what to change at its next restart; small, every key always present, no command line.
+    The filter P(cpr.qemu.drift_metrics#filter) turns them into a Prometheus textfile.
   - Never changes anything; the guests are not paused.
 author:
   - cpr.qemu contributors (@cpr-qemu)
@@ -58,6 +62,10 @@ notes:
   - A VM given in O(qmp_sockets) that cannot be inspected fails the module, after all other VMs
     were inspected. A discovered VM that cannot be inspected (for example because another client
     holds its monitor) is reported with RV(vms[].error) and a warning.
+  - The facts describe the VMs this call inspected (every VM of the host when O(qmp_sockets) is empty). To have
+    them gathered with the other facts (and so kept in a fact cache such as AWX's), list the module in the
+    C(FACTS_MODULES) setting, for example C(ansible_facts_modules=['ansible.builtin.setup', 'cpr.qemu.qemu_cpr_info']);
+    it needs no options.
 seealso:
   - name: QEMU CPR documentation
     description: Upstream description of the cpr-transfer and cpr-exec migration modes.
@@ -84,9 +92,195 @@ EXAMPLES = r"""
 - name: Find outdated VMs with a JMESPath query
   ansible.builtin.debug:
     msg: "{{ cpr.vms | community.general.json_query('[?target.outdated].name') }}"
+
+- name: Refresh the drift inventory facts (in check mode too)
+  cpr.qemu.qemu_cpr_info:
+    target_binary: /usr/bin/qemu-system-x86_64
+
+- name: VMs that are not CPR-capable, and what to change at their next restart
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.cpr_qemu_vms | rejectattr('cpr_capable') | items2dict(key_name='qmp_socket', value_name='next_restart') }}"
+
+- name: Publish the drift inventory for node-exporter's textfile collector
+  ansible.builtin.copy:
+    content: "{{ ansible_facts.cpr_qemu_vms | cpr.qemu.drift_metrics(inventory_hostname) }}"
+    dest: /var/lib/prometheus/node-exporter/cpr_qemu.prom
+    mode: "0644"
 """
 
 RETURN = r"""
+ansible_facts:
+  description: The drift inventory, as host facts.
+  returned: always
+  type: dict
+  contains:
+    cpr_qemu_vms:
+      description:
+        - One entry per VM, in the order of RV(vms). Every key is always present (null where unknown, for instance
+          for a VM that could not be inspected).
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: The guest name from C(-name), or null.
+          type: str
+          sample: web1
+        qmp_socket:
+          description: The QMP socket the VM was inspected through; identifies the VM on the host.
+          type: str
+          sample: /run/vm/web1/qmp.sock
+        pid:
+          description: PID of its QEMU process, or null.
+          type: int
+          sample: 4242
+        error_kind:
+          description: >-
+            Null when the VM was inspected; otherwise why not, as RV(vms[].error_kind) (V(busy), V(timeout), ...).
+            RV(ansible_facts.cpr_qemu_vms[].blockers) then holds the message and the VM counts as not CPR-capable.
+          type: str
+        runstate:
+          description: Its runstate (C(query-status)).
+          type: str
+          sample: running
+        machine_type:
+          description: The versioned machine type it runs.
+          type: str
+          sample: pc-q35-10.0
+        running_version:
+          description: The QEMU version it runs.
+          type: str
+          sample: 10.0.2
+        running_package:
+          description: The package string of the QEMU it runs.
+          type: str
+          sample: Debian 1:10.0.2+ds-2+deb13u1~bpo12+1
+        binary_path:
+          description: The binary its QEMU runs, as QEMU sees it (inside RV(ansible_facts.cpr_qemu_vms[].binary_root)).
+          type: str
+          sample: /usr/bin/qemu-system-x86_64
+        binary_root:
+          description: Its QEMU's root directory (C(/) unless it runs under chroot).
+          type: str
+          sample: /
+        binary_state:
+          description: >-
+            V(present) when the file at RV(ansible_facts.cpr_qemu_vms[].binary_path) is the one QEMU runs;
+            V(replaced) when another file is there now (as after a package upgrade); V(deleted) when none is.
+          type: str
+          choices: [present, replaced, deleted]
+          sample: replaced
+        installed_version:
+          description: The QEMU version of O(target_binary), or null without it.
+          type: str
+          sample: 11.1.3
+        installed_package:
+          description: The package string of O(target_binary), or null without it.
+          type: str
+        outdated:
+          description: >-
+            With O(target_binary), RV(vms[].target.outdated) (the target is newer, or the VM's binary was replaced
+            on disk). Without it, true when the VM's binary was replaced or deleted on disk, else null (unknown).
+          type: bool
+        cpr_capable:
+          description: Whether a CPR dialect is ready for the VM now (RV(vms[].preferred_dialect) is set).
+          type: bool
+        preferred_dialect:
+          description: RV(vms[].preferred_dialect).
+          type: str
+          sample: cpr-transfer
+        offered_dialects:
+          description: The dialects its QEMU offers, ready or not, in the order C(cpr-exec), C(live-update), C(cpr-transfer).
+          type: list
+          elements: str
+          sample: [cpr-transfer]
+        blockers:
+          description: >-
+            Empty when the VM is CPR-capable. Otherwise why not: the reasons of every dialect its QEMU offers (of
+            every dialect when it offers none), each once, as RV(vms[].dialects) words them; or the error of a VM
+            that could not be inspected.
+          type: list
+          elements: str
+          sample: ["-machine aux-ram-share=on is not set: QEMU's auxiliary RAM (ROMs, video memory) would not survive the restart"]
+        next_restart:
+          description:
+            - What to change in the VM's configuration at its next restart so that
+              RV(ansible_facts.cpr_qemu_vms[].next_restart_dialect) becomes ready; empty when the VM is CPR-capable
+              or no change the collection knows would help.
+            - Each change removes one of RV(ansible_facts.cpr_qemu_vms[].blockers); the collection knows these -
+              guest RAM in shared memory (C(-object memory-backend-memfd,id=ID,size=SIZE,share=on and -machine
+              memory-backend=ID) instead of plain C(-m); C(share=on) on a memory backend), C(-machine aux-ram-share=on),
+              C(queues=2) on a single-queue tap (cpr-transfer), and for the live-update series C(-machine memfd-alloc=on),
+              C(-cpr-enable restart) and C(close-on-cpr=on) or C(reopen-on-cpr=on) on a chardev.
+            - Blockers without a known change (a non-migratable device, a systemd service, an untrusted binary...) stay
+              in RV(ansible_facts.cpr_qemu_vms[].blockers) and may still stand in the way.
+          type: list
+          elements: str
+          sample:
+            - -object memory-backend-memfd,id=ram0,size=4G,share=on and -machine memory-backend=ram0 (instead of QEMU's private anonymous 'pc.ram')
+            - -machine aux-ram-share=on
+        next_restart_dialect:
+          description: >-
+            The dialect RV(ansible_facts.cpr_qemu_vms[].next_restart) is for: of the offered dialects, the one left
+            with the fewest other blockers, then needing the fewest changes. Null when there is no change to make.
+          type: str
+          sample: cpr-transfer
+        managed_by:
+          description: RV(vms[].managed_by) (V(libvirt) or null).
+          type: str
+        untrusted:
+          description: Whether the collection does not trust the VM's QEMU binary (the reason is in the blockers).
+          type: bool
+    cpr_qemu_summary:
+      description: Counts over RV(ansible_facts.cpr_qemu_vms); every key is always present.
+      type: dict
+      contains:
+        vms:
+          description: VMs in RV(ansible_facts.cpr_qemu_vms).
+          type: int
+          sample: 6
+        inspected:
+          description: VMs that could be inspected.
+          type: int
+        uninspected:
+          description: VMs that could not be inspected (they count as not CPR-capable).
+          type: int
+        cpr_capable:
+          description: VMs a CPR dialect is ready for now.
+          type: int
+          sample: 5
+        not_cpr_capable:
+          description: The other VMs.
+          type: int
+          sample: 1
+        outdated:
+          description: VMs whose RV(ansible_facts.cpr_qemu_vms[].outdated) is true.
+          type: int
+        binary_replaced:
+          description: VMs whose binary was replaced on disk.
+          type: int
+        binary_deleted:
+          description: VMs whose binary was deleted on disk.
+          type: int
+        fixable_at_restart:
+          description: VMs with a non-empty RV(ansible_facts.cpr_qemu_vms[].next_restart).
+          type: int
+        managed_by_libvirt:
+          description: VMs libvirt runs.
+          type: int
+        untrusted:
+          description: VMs whose QEMU binary the collection does not trust.
+          type: int
+        preferred_dialects:
+          description: Per dialect (C(cpr-exec), C(live-update), C(cpr-transfer), always all three), the VMs it is preferred for.
+          type: dict
+          sample: {cpr-exec: 2, live-update: 0, cpr-transfer: 3}
+        installed_version:
+          description: The QEMU version of O(target_binary), or null without it.
+          type: str
+          sample: 11.1.3
+        installed_binary:
+          description: O(target_binary), or null.
+          type: str
 vms:
   description: One entry per VM, sorted by QMP socket path.
   returned: always
@@ -461,7 +655,7 @@ target:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import options, process, qemu_binary, validation, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils import drift, options, process, qemu_binary, validation, vm_facts
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 
@@ -499,7 +693,7 @@ def main():
     vms.sort(key=lambda vm: vm["qmp_socket"])
 
     failed = [vm for vm in vms if "error" in vm]
-    result = dict(changed=False, vms=vms)
+    result = dict(changed=False, vms=vms, ansible_facts=drift.facts(vms, target))
     if target is not None:
         result["target"] = target
     if failed and explicit:
