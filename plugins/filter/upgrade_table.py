@@ -14,6 +14,9 @@ description:
   - Formats the C(live_upgrade_results) of the P(cpr.qemu.live_upgrade#role) role, of one host or of the
     whole fleet, as the lines of a table with aligned columns (host, VM, status, QEMU versions, dialect,
     pause, reason), followed by a count per status.
+  - When results carry a C(cpr_capable) field (true or false, as the role copies it from the C(cpr_qemu_vms) fact of
+    M(cpr.qemu.qemu_cpr_info)), a last line states the share of them that is CPR-capable. Results without the field,
+    or with it null, are not counted there; without any, the line is left out.
 author:
   - cpr.qemu contributors (@cpr-qemu)
 options:
@@ -38,7 +41,8 @@ RETURN = r"""
 _value:
   description:
     - The table's lines, the header first, then one line per result in the input's order and last the count
-      per status. The reason is left out for an upgraded VM.
+      per status, then the share of CPR-capable VMs when the results say. The reason is left out for an upgraded VM.
+    - The share is rounded to a whole percent, but never to 0% while one VM is CPR-capable nor to 100% while one is not.
   type: list
   elements: str
   sample:
@@ -46,6 +50,7 @@ _value:
     - "hv1   web1  upgraded  10.0.2 -> 11.1.3  cpr-transfer  12.4 ms"
     - "hv1   db1   skipped   10.0.2            -             -        not ready: cpr-transfer: guest RAM is not shared"
     - "2 VMs: 1 skipped, 1 upgraded"
+    - "CPR-capable: 1 of 2 VMs (50%)"
 """
 
 HEADER = ("HOST", "VM", "STATUS", "QEMU", "DIALECT", "PAUSE", "REASON")
@@ -65,6 +70,21 @@ def _row(r):
             str(r.get("dialect") or "-"), pause, reason or "")
 
 
+def percent(part, whole):
+    """part of whole in whole percent, 0 and 100 kept for none and all."""
+    share = int(100.0 * part / whole + 0.5)
+    return min(max(share, 1 if part else 0), 99 if part < whole else 100)
+
+
+def capable_line(results):
+    """'CPR-capable: N of M VMs (P%)' over the results that carry cpr_capable, or None if none does."""
+    known = [r["cpr_capable"] for r in results if r.get("cpr_capable") is not None]
+    if not known:
+        return None
+    capable = sum(1 for c in known if c)
+    return "CPR-capable: %d of %d VMs (%d%%)" % (capable, len(known), percent(capable, len(known)))
+
+
 def upgrade_table(results):
     rows = [HEADER] + [_row(r) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
@@ -73,6 +93,9 @@ def upgrade_table(results):
     for r in results:
         counts[r.get("status")] = counts.get(r.get("status"), 0) + 1
     lines.append("%d VMs: %s" % (len(results), ", ".join("%d %s" % (n, s) for s, n in sorted(counts.items()))))
+    capable = capable_line(results)
+    if capable:
+        lines.append(capable)
     return [line.rstrip() for line in lines]
 
 
