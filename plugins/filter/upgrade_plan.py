@@ -166,6 +166,10 @@ _value:
       description: The VM's live-upgrade session as M(cpr.qemu.qemu_cpr_info) reports it, or null.
       type: dict
       version_added: 0.1.0
+    cpr_capable:
+      description: Whether some CPR dialect is ready for the VM now (null for a VM that was not inspected).
+      type: bool
+      version_added: 0.1.0
     done_before:
       description:
         - Present and true for a V(already-current) VM that an earlier run upgraded to the target (the
@@ -207,7 +211,10 @@ def _root(path):
 def _entry(vm, action, reason="", precheck_failed=False, target_spec=None, switch_dialect=None, pair=None):
     target = vm.get("target") or {}
     binary = vm.get("binary") or {}
-    return {"version_pair": pair, "vm": _name(vm), "qmp_socket": vm.get("qmp_socket"), "action": action, "reason": reason,
+    dialects = vm.get("dialects")
+    return {"version_pair": pair,
+            "cpr_capable": any(d.get("ready") for d in dialects.values()) if isinstance(dialects, dict) else None,
+            "vm": _name(vm), "qmp_socket": vm.get("qmp_socket"), "action": action, "reason": reason,
             "precheck_failed": precheck_failed, "dialect": switch_dialect or vm.get("preferred_dialect"),
             "version_before": vm.get("version"), "version_target": target.get("version"), "pid_before": vm.get("pid"),
             "binary_before": {"path": binary.get("path"), "root": binary.get("root")} if binary else None,

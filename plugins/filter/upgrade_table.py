@@ -13,9 +13,10 @@ version_added: 0.1.0
 description:
   - Formats the C(live_upgrade_results) of the P(cpr.qemu.live_upgrade#role) role, of one host or of the
     whole fleet, as the lines of a table with aligned columns (host, VM, status, QEMU versions, dialect,
-    pause, reason), followed by a count per status.
-  - When results carry a C(cpr_capable) field (true or false, as the role copies it from the C(cpr_qemu_vms) fact of
-    M(cpr.qemu.qemu_cpr_info)), a last line states the share of them that is CPR-capable. Results without the field,
+    pause, reason), followed by a count per status, which also says how many VMs an earlier run had upgraded
+    (C(done_before), see P(cpr.qemu.upgrade_plan#filter)).
+  - When results carry a C(cpr_capable) field (true or false, as P(cpr.qemu.upgrade_plan#filter) sets it from what
+    M(cpr.qemu.qemu_cpr_info) reports), a last line states the share of them that is CPR-capable. Results without the field,
     or with it null, are not counted there; without any, the line is left out.
 author:
   - cpr.qemu contributors (@cpr-qemu)
@@ -92,7 +93,9 @@ def upgrade_table(results):
     counts = {}
     for r in results:
         counts[r.get("status")] = counts.get(r.get("status"), 0) + 1
-    lines.append("%d VMs: %s" % (len(results), ", ".join("%d %s" % (n, s) for s, n in sorted(counts.items()))))
+    done = sum(1 for r in results if r.get("done_before"))
+    lines.append("%d VMs: %s%s" % (len(results), ", ".join("%d %s" % (n, s) for s, n in sorted(counts.items())),
+                                   " (%d done before, by an earlier run)" % done if done else ""))
     capable = capable_line(results)
     if capable:
         lines.append(capable)

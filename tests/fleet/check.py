@@ -118,6 +118,40 @@ if STAGE == "prepare":
     print("fleet prepare: ok")
     sys.exit(0)
 
+def value_of(host, metric, vm=None, **labels):
+    """A sample's value in HOST's node-exporter textfile, read with Prometheus' own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with open(os.path.join(W, "textfile", host, "cpr_qemu.prom")) as f:
+        for m in text_string_to_metric_families(f.read()):
+            for s in m.samples:
+                if s.name == metric and s.labels.get("vm") == vm and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+    return None
+
+
+def drift():
+    """The drift inventory of the check run: each host's node-exporter textfile, read by Prometheus' own parser,
+    and the hosts' cpr_qemu_* facts in the job's fact cache (as AWX keeps them)."""
+    for host, vms in VMS.items():
+        if value_of(host, "cpr_qemu_vms") != len(vms):
+            fail("%s's textfile counts %s VMs" % (host, value_of(host, "cpr_qemu_vms")))
+        for vm in vms:
+            capable = value_of(host, "cpr_qemu_vm_cpr_capable", vm)
+            if capable != (0 if vm == "plain-h1" else 1):
+                fail("%s's textfile on %s: CPR-capable %s" % (vm, host, capable))
+            # h1 and h2 run 10.0 against 11.1 (h3's target is its own version, h4's package is not installed).
+            if host in ("h1", "h2") and value_of(host, "cpr_qemu_vm_outdated", vm) != 1:
+                fail("%s's textfile on %s: not outdated" % (vm, host))
+        with open(os.path.join(W, "runner", "artifacts", STAGE, "fact_cache", host)) as f:
+            facts = json.load(f)
+        if sorted(v["name"] for v in facts.get("cpr_qemu_vms", [])) != sorted(vms):
+            fail("%s's fact cache lacks its cpr_qemu_vms: %s" % (host, sorted(facts)))
+    if not value_of("h1", "cpr_qemu_vm_next_restart_changes", "plain-h1"):
+        fail("plain-h1 should be told what to change at its next restart")
+    if value_of("h3", "cpr_qemu_vms_binary", None, binary_state="replaced") != 1:
+        fail("h3's textfile should count its VM's binary as replaced on disk")
+
+
 counts, log = recap()
 for host, vms in VMS.items():
     for vm in vms:
@@ -160,6 +194,7 @@ elif STAGE == "check":
         fail("plan for the package host: %s" % r[("h4", "vm-h4")])
     if r[("h1", "plain-h1")]["status"] != "skipped" or "'pc.ram'" not in r[("h1", "plain-h1")]["reason"]:
         fail("plain-h1 should be skipped for its RAM: %s" % r[("h1", "plain-h1")])
+    drift()
 elif STAGE == "interrupted":
     # Ctrl-C came while the canary host h1 switched its guest; nothing else was touched.
     with open(os.path.join(W, "interrupted-switch.json")) as f:

@@ -80,7 +80,10 @@ with open(inv_path, "w") as f:
     json.dump(inv, f, indent=1)
 EOP
 EXTRAVARS=$W/extravars.json
-echo "{\"qemu_upgrade_become\": false, \"live_upgrade_report_dir\": \"$W\"}" >"$EXTRAVARS"
+# Each host's node-exporter textfile directory (the drift metrics) is on the shared filesystem, for check.py.
+mkdir -p "$W"/textfile/h{1,2,3,4}
+echo "{\"qemu_upgrade_become\": false, \"live_upgrade_report_dir\": \"$W\",
+  \"live_upgrade_textfile_dir\": \"$W/textfile/{{ inventory_hostname }}\"}" >"$EXTRAVARS"
 playbook() {
     local out=$1; shift
     ansible-playbook -i "$INV" cpr.qemu.upgrade_qemu -e "@$EXTRAVARS" \
@@ -100,6 +103,8 @@ runner() {
     local out=$1 answers=$2 dir=$W/runner
     shift 2
     mkdir -p "$dir/inventory" "$dir/env"
+    # AWX keeps the hosts' facts in its fact cache, as ansible-runner does with a jsonfile cache in the artifacts.
+    echo '{"fact_cache_type": "jsonfile"}' >"$dir/env/settings"
     rm -rf "$dir/project"
     cp -r "$AWX/project" "$dir/project"
     cp "$INV" "$dir/inventory/hosts.json"

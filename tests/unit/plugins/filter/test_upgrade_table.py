@@ -46,3 +46,9 @@ def test_no_line_without_the_field():
 ])
 def test_percent_never_rounds_to_none_or_all(part, whole, share):
     assert percent(part, whole) == share
+
+
+def test_the_count_says_how_many_an_earlier_run_upgraded():
+    results = [{"host": "h1", "vm": "a", "status": "already-current", "done_before": True, "pause_ms": 6.5},
+               {"host": "h1", "vm": "b", "status": "already-current"}, {"host": "h1", "vm": "c", "status": "upgraded"}]
+    assert upgrade_table(results)[-1] == "3 VMs: 2 already-current, 1 upgraded (1 done before, by an earlier run)"
