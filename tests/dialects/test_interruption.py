@@ -83,7 +83,8 @@ def _refusal(vm, dialect):
     try:
         upgrade.prepare(vm.qmp_socket, TARGET if dialect != "live-update" else vmlab.SIM_BIN, **kw)
     except upgrade.UpgradeError as e:
-        return None if e.details.get("error_kind") else e.message
+        # A QMP error kind means no QEMU answers yet; "held" is the refusal looked for.
+        return None if e.details.get("error_kind") not in (None, "held") else e.message
     raise AssertionError("a VM with an interrupted upgrade was prepared again")
 
 
