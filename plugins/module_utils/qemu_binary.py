@@ -227,14 +227,15 @@ def listed_options(text):
     return set(m.group(1) for m in _HELP_OPTION.finditer(text))
 
 
-def learn_options(path, root, argv, run_as=None, timeout=5):
+def learn_options(path, root, argv, run_as=None, timeout=15):
     """Ask a QEMU binary which options of argv take a value, and teach process.py the answers.
 
     The binary is judged first (trust.py) and runs as run_as, with a clean
     environment, inside root.  Only the words of argv that its ``-help`` lists,
     and that were not asked before, are asked: what a VM's user writes on its
     command line never chooses what runs.  Returns the options of argv that no
-    binary knows (process.unknown_options).
+    binary knows (process.unknown_options).  Each answer is a ``-version`` run, quick on any host; the timeout
+    only bounds a binary that hangs, so it is generous for a host under load.
     """
     root = root or "/"
     in_root = "" if root == "/" else " (in root %s)" % root

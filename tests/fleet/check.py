@@ -129,6 +129,18 @@ def value_of(host, metric, vm=None, **labels):
     return None
 
 
+def cached_facts(host):
+    """HOST's facts in the jsonfile fact cache ansible-runner keeps in the stage's artifacts (ansible-core 2.19
+    names each file with a prefix, s1_HOST, and wraps the facts as a JSON payload)."""
+    cache = os.path.join(W, "runner", "artifacts", STAGE, "fact_cache")
+    name = next((n for n in os.listdir(cache) if n == host or n.endswith("_" + host)), None)
+    if name is None:
+        fail("no facts of %s in the fact cache: %s" % (host, os.listdir(cache)))
+    with open(os.path.join(cache, name)) as f:
+        data = json.load(f)
+    return json.loads(data["__payload__"]) if "__payload__" in data else data
+
+
 def drift():
     """The drift inventory of the check run: each host's node-exporter textfile, read by Prometheus' own parser,
     and the hosts' cpr_qemu_* facts in the job's fact cache (as AWX keeps them)."""
@@ -142,8 +154,7 @@ def drift():
             # h1 and h2 run 10.0 against 11.1 (h3's target is its own version, h4's package is not installed).
             if host in ("h1", "h2") and value_of(host, "cpr_qemu_vm_outdated", vm) != 1:
                 fail("%s's textfile on %s: not outdated" % (vm, host))
-        with open(os.path.join(W, "runner", "artifacts", STAGE, "fact_cache", host)) as f:
-            facts = json.load(f)
+        facts = cached_facts(host)
         if sorted(v["name"] for v in facts.get("cpr_qemu_vms", [])) != sorted(vms):
             fail("%s's fact cache lacks its cpr_qemu_vms: %s" % (host, sorted(facts)))
     if not value_of("h1", "cpr_qemu_vm_next_restart_changes", "plain-h1"):
