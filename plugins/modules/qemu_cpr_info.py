@@ -16,7 +16,7 @@ description:
     everything a live upgrade by CPR (checkpoint and restart) depends on.
   - Reports which CPR dialects the VM's QEMU speaks (upstream C(cpr-exec) and C(cpr-transfer)
     from the C(MigMode) enum in C(query-qmp-schema); the live-update series' C(cprsave) or
-    C(cpr-save) from C(query-commands)) and, per dialect, whether the VM is ready, with the
+    C(cpr-save) from the commands the schema lists) and, per dialect, whether the VM is ready, with the
     reasons when it is not.
   - With O(target_binary), also reports the target QEMU's version, whether it still offers the
     VM's machine type, and whether the VM is outdated.
