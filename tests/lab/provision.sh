@@ -231,10 +231,11 @@ guest_kernel() {
     rm -rf "$tmp"
 }
 
-# The kernel modules the guest may need (virtio disks and NIC), built as
-# modules (=m) in the cloud kernel. The initramfs carries them and their
-# dependencies; /init loads what its devices need.
-GUEST_MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod virtio_net)
+# The kernel modules the guest may need (virtio disks and NIC, the
+# virtio-serial port of the guest agent stand-in), built as modules (=m) in the
+# cloud kernel. The initramfs carries them and their dependencies; /init loads
+# what its devices need.
+GUEST_MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod virtio_net virtio_console)
 
 # Writes to stdout, for the modules named in $2... and everything they depend
 # on according to modules.dep ($1), one line each in load order (dependencies

@@ -19,12 +19,17 @@ see ``LabVM.qemu_args``.  A VM may have a disk (a qcow2 image on a backing
 image) to which the guest writes one sector per tick before it prints the
 tick: once the VM is halted, ``LabVM.disk_problems`` proves that every write
 the guest acknowledged is on the image.  A VM may have a virtio-net NIC on a
-tap in a network namespace of its own, which the guest pings.
+tap in a network namespace of its own, which the guest pings.  A VM may have a
+guest agent channel (a virtio-serial port named org.qemu.guest_agent.0 on a
+UNIX socket QEMU listens on), served in the guest by a STAND-IN for the QEMU
+guest agent (guest/init: a shell loop answering guest-sync-delimited,
+guest-sync and guest-ping only); ``LabVM.agent`` talks to it.
 
 Used as a library by tests and benchmarks, and as a command by Ansible
 integration targets: ``vmlab.py start NAME [options]``, ``vmlab.py stop NAME``,
 ``vmlab.py stop-all``, ``vmlab.py evidence NAME``, ``vmlab.py replace-binary NAME``,
-``vmlab.py launcher``, ``vmlab.py halt NAME``, ``vmlab.py disk-proof NAME``.
+``vmlab.py launcher``, ``vmlab.py halt NAME``, ``vmlab.py disk-proof NAME``,
+``vmlab.py agent NAME COMMAND``.
 """
 
 import argparse
@@ -71,6 +76,8 @@ PROXMOX_DIR = "qemu-server"
 # The machine type libvirt and Proxmox would write for "q35": versioned, and the newest that both
 # lab QEMUs have, so that a VM can move from 10.0 to 11.1.
 VERSIONED_Q35 = "pc-q35-10.0"
+# The name of the virtio-serial port a QEMU guest agent serves (the lab guest's stand-in does).
+AGENT_PORT = "org.qemu.guest_agent.0"
 # The first 512 bytes of a tick's sector on the guest's disk.
 SECTOR = 512
 _SECTOR_RECORD = re.compile(rb"CPRLAB SECTOR (\d+) (\S+)\n")
@@ -156,6 +163,10 @@ class VMSpec:
     nic_queues: int = 1
     # libvirt shape: the monitor as -object monitor-qmp (QEMU 11.1) instead of -mon.
     monitor_object: bool = False
+    # A guest agent channel: a -chardev socket QEMU listens on (LabVM.agent_socket), a virtio-serial
+    # controller and a virtserialport named org.qemu.guest_agent.0, written in the VM's shape; the
+    # guest's /init serves it with its guest agent stand-in (cprlab.agent=1).
+    guest_agent: bool = False
 
     def __post_init__(self):
         if self.qemu not in QEMUS:
@@ -188,6 +199,8 @@ class VMSpec:
             raise LabError("monitor_object is for the libvirt shape on QEMU 11.1 (10.0 has no monitor-qmp object)")
         if self.nic_queues < 1:
             raise LabError("nic_queues must be at least 1")
+        if self.guest_agent and (self.qemu == "sim" or self.kvm):
+            raise LabError("the guest agent stand-in runs in the lab's Linux guest: not with the simulator or KVM")
 
     @property
     def disk_kind(self):
@@ -288,6 +301,11 @@ class LabVM:
         self.disk_image = os.path.join(self.run_dir, "disk.qcow2") if disk else None
         self.disk_base = os.path.join(self.run_dir, "base.qcow2") if disk else None
         self.stderr_log = os.path.join(self.run_dir, "qemu.log")
+        # The guest agent channel's socket, where the shape's manager would put it.
+        self.agent_socket = None
+        if spec.guest_agent:
+            self.agent_socket = (os.path.join(self.shared_dir, spec.name + ".qga") if self.shared_dir else
+                                 os.path.join(self.run_dir, AGENT_PORT if spec.shape == "libvirt" else "qga.sock"))
         self.event_socket = os.path.join(self.run_dir, "events.sock")
         self.event_log = os.path.join(self.run_dir, "events.jsonl")
         self.root = QEMUS[spec.qemu]
@@ -386,7 +404,79 @@ class LabVM:
             args.append("-S")
         if s.uid is not None and s.drop_by == "qemu":
             args += ["-run-with", "user=%d:%d" % (s.uid, s.gid)]
-        return args + self._disk_args() + self._nic_args() + list(s.extra_args)
+        return args + self._disk_args() + self._nic_args() + self._agent_args() + list(s.extra_args)
+
+    def _agent_args(self):
+        """The guest agent channel's arguments, in the VM's shape (libvirt's JSON devices on its pci.2 port,
+        Proxmox's virtio-serial named like its chardev), or none."""
+        if not self.spec.guest_agent:
+            return []
+        shape = self.spec.shape
+        chardev = {"libvirt": "charchannel0", "proxmox": "qga0"}.get(shape, "qga0")
+        args = ["-chardev", "socket,id=%s,path=%s,server=on,wait=off" % (chardev, self._path(self.agent_socket))]
+        if shape == "libvirt":
+            return args + [
+                "-device", _json({"driver": "virtio-serial-pci", "id": "virtio-serial0", "bus": "pci.2",
+                                  "addr": "0x0"}),
+                "-device", _json({"driver": "virtserialport", "bus": "virtio-serial0.0", "nr": 1,
+                                  "chardev": chardev, "id": "channel0", "name": AGENT_PORT})]
+        if shape == "proxmox":
+            return args + ["-device", "virtio-serial,id=qga0",
+                           "-device", "virtserialport,chardev=qga0,name=%s" % AGENT_PORT]
+        return args + ["-device", "virtio-serial-pci,id=vser0",
+                       "-device", "virtserialport,bus=vser0.0,chardev=%s,name=%s" % (chardev, AGENT_PORT)]
+
+    def agent(self, command, arguments=None, timeout=10):
+        """Send one command to the guest agent channel (the guest's stand-in) and return its reply, or None
+        for a command that gets none (cprlab-agent-stop).  A 0xFF byte first, as qemu-ga's clients do."""
+        if not self.agent_socket:
+            raise LabError("lab VM %s has no guest agent channel" % self.spec.name)
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.agent_socket)
+            sock.sendall(b"\xff" + json.dumps(msg).encode() + b"\n")
+            if command == "cprlab-agent-stop":
+                return None
+            buf = b""
+            while b"\n" not in buf.lstrip(b"\xff"):
+                data = sock.recv(4096)
+                if not data:
+                    raise LabError("the guest agent channel of %s closed without a reply" % self.spec.name)
+                buf += data
+            return json.loads(buf.lstrip(b"\xff").split(b"\n", 1)[0])
+
+    def stop_agent(self, timeout=30):
+        """Have the guest's agent stand-in stop answering for good (its lab-only command), and wait until
+        the guest says so on its console."""
+        self.agent("cprlab-agent-stop")
+        deadline = time.monotonic() + timeout
+        while "CPRLAB AGENT STOPPED" not in self._serial_text():
+            if time.monotonic() > deadline:
+                raise LabError("the guest agent stand-in of %s did not stop in %ds" % (self.spec.name, timeout))
+            time.sleep(0.2)
+
+    def wait_agent(self, timeout=60):
+        """Wait until the guest's agent stand-in serves its port (it says so on the console); its port's name."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(r"^CPRLAB AGENT (\S+)", self._serial_text(), re.M)
+            if m and m.group(1) != "STOPPED":
+                if m.group(1) == "none":
+                    raise LabError("the guest of %s found no port named %s" % (self.spec.name, AGENT_PORT))
+                return m.group(1)
+            if time.monotonic() > deadline or not self.running():
+                raise LabError("the guest agent stand-in of %s did not start in %ds" % (self.spec.name, timeout))
+            time.sleep(0.2)
+
+    def _serial_text(self):
+        try:
+            with open(self.serial_log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def _kernel_cmdline(self):
         s = self.spec
@@ -395,6 +485,8 @@ class LabVM:
             words.append("cprlab.disk=%s" % self.guest_disk)
         if s.nic:
             words.append("cprlab.net=%s/30,%s" % (self.nic_addresses[1], self.nic_addresses[0]))
+        if s.guest_agent:
+            words.append("cprlab.agent=1")
         return " ".join(words)
 
     def _path(self, path):
@@ -474,7 +566,7 @@ class LabVM:
             if n == 1:
                 port = dict(port, multifunction=True)
             args += ["-device", _json(port)]
-        args += self._disk_args() + self._nic_args() + [
+        args += self._disk_args() + self._nic_args() + self._agent_args() + [
             "-chardev", "file,id=charserial0,path=%s,append=on" % self.serial_log,
             "-device", _json({"driver": "isa-serial", "chardev": "charserial0", "id": "serial0", "index": 0}),
             "-display", "none",
@@ -506,7 +598,7 @@ class LabVM:
             "-append", self._kernel_cmdline(),
             "-chardev", "file,id=serial0,path=%s,append=on" % self.serial_log,
             "-device", "isa-serial,chardev=serial0",
-        ] + self._disk_args() + self._nic_args() + [
+        ] + self._disk_args() + self._nic_args() + self._agent_args() + [
             "-machine", ",".join(["type=" + self.machine_type] + machine),
         ] + self._common_tail()
 
@@ -522,7 +614,7 @@ class LabVM:
             "-kernel", "vmlinuz",
             "-initrd", "initramfs.gz",
             "-append", self._kernel_cmdline(),
-        ] + self._disk_args() + self._nic_args() + [
+        ] + self._disk_args() + self._nic_args() + self._agent_args() + [
             "-chardev", "file,id=ser0,path=%s,append=on" % self._path(self.serial_log),
             "-serial", "chardev:ser0",
             "-qmp", "unix:%s,server=on,wait=off" % self._path(self.qmp_socket),
@@ -1037,7 +1129,8 @@ class LabVM:
                 "run_dir": self.run_dir, "binary": self.binary, "root": self.root or "/",
                 "argv": self.argv, "cgroup": self.cgroup, "shape": self.spec.shape,
                 "pidfile": self.pidfile, "disk": self.spec.disk_kind, "disk_image": self.disk_image,
-                "netns": self.netns, "nic_addresses": list(self.nic_addresses) if self.spec.nic else None}
+                "netns": self.netns, "nic_addresses": list(self.nic_addresses) if self.spec.nic else None,
+                "agent_socket": self.agent_socket}
 
 
 @dataclasses.dataclass
@@ -1282,6 +1375,9 @@ def _main(argv=None):
     s.add_argument("--nic", action="store_true", help="a virtio-net NIC on a tap in a namespace of the VM's own")
     s.add_argument("--nic-queues", type=int, default=1)
     s.add_argument("--monitor-object", action="store_true", help="libvirt shape: -object monitor-qmp")
+    s.add_argument("--guest-agent", action="store_true",
+                   help="a guest agent channel (virtserialport %s on a UNIX socket), served by the guest's "
+                        "stand-in for the QEMU guest agent" % AGENT_PORT)
     for cmd in ("stop", "evidence", "replace-binary", "record-events"):
         sub.add_parser(cmd).add_argument("name")
     h = sub.add_parser("halt", help="kill a VM's QEMUs, keep its files (the disk image) until stop")
@@ -1296,6 +1392,11 @@ def _main(argv=None):
     q.add_argument("name")
     q.add_argument("command")
     q.add_argument("arguments", nargs="?", help="JSON object")
+    g = sub.add_parser("agent", help="send one command to a VM's guest agent channel and print the reply "
+                                     "(cprlab-agent-stop: the guest's stand-in stops answering)")
+    g.add_argument("name")
+    g.add_argument("command")
+    g.add_argument("arguments", nargs="?", help="JSON object")
     sub.add_parser("stop-all")
     sub.add_parser("launcher", help="print the argv prefix that runs a command in the trixie root")
     a = p.parse_args(argv)
@@ -1309,7 +1410,8 @@ def _main(argv=None):
                           xen=a.xen, extra_args=tuple(a.extra_args), uid=a.uid, gid=a.gid,
                           drop_by=a.drop_by, own_cgroup=a.own_cgroup, shape=a.shape,
                           disk=None if a.disk == "none" else a.disk, disk_mb=a.disk_mb, nic=a.nic,
-                          nic_queues=a.nic_queues, monitor_object=a.monitor_object)).start()
+                          nic_queues=a.nic_queues, monitor_object=a.monitor_object,
+                          guest_agent=a.guest_agent)).start()
         if a.wait_ticks:
             vm.wait_ticks(a.wait_ticks)
         out = vm.info()
@@ -1336,6 +1438,13 @@ def _main(argv=None):
         return
     elif a.cmd == "qmp":
         out = load(a.name).qmp(a.command, json.loads(a.arguments) if a.arguments else None)
+    elif a.cmd == "agent":
+        vm = load(a.name)
+        if a.command == "cprlab-agent-stop":
+            vm.stop_agent()
+            out = {"stopped": a.name}
+        else:
+            out = vm.agent(a.command, json.loads(a.arguments) if a.arguments else None)
     else:
         vm = load(a.name)
         vm.replace_binary()
