@@ -22,7 +22,7 @@ __metaclass__ = type
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.cpr.qemu.plugins.module_utils import diff, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, health, upgrade
 
 UNPAUSED = "old QEMU, not paused"
 UNKNOWN = "unknown: check it with cpr.qemu.qemu_cpr_info and settle it with cpr.qemu.qemu_cpr_recover"
@@ -73,10 +73,26 @@ def _side_by_side(work, items):
 
 class Step(object):
     """What one step of the three did for a VM: ``value`` or ``error`` (the UpgradeError, or an unexpected
-    exception as ``unexpected``)."""
+    exception as ``unexpected``); after a verification, ``health`` is the guest's health gate (health.check),
+    when one was asked for."""
 
     def __init__(self, value=None, error=None, unexpected=None):
         self.value, self.error, self.unexpected = value, error, unexpected
+        self.health = None
+
+
+class Gate(object):
+    """The guest health gate after each switch: ``probes`` maps a VM (its name or QMP socket) to the operator's
+    ``tcp:HOST:PORT`` probe; every guest gets the runstate and, where the VM has one, the guest agent."""
+
+    def __init__(self, probes=None, timeout=health.DEFAULT_TIMEOUT):
+        self.probes, self.timeout = probes or {}, timeout
+
+    def check(self, entry, session, verified):
+        probe = self.probes.get(entry.get("vm")) or self.probes.get(entry.get("qmp_socket"))
+        return health.check(session["qmp_socket_host"], verified["new_pid"],
+                            expected_runstate=session.get("runstate_before") or "running", probe=probe,
+                            timeout=self.timeout)
 
 
 def _run(call):
@@ -92,12 +108,15 @@ def _run(call):
 class Host(object):
     """One host's roll-out: the options every VM shares, and the batches."""
 
-    def __init__(self, target, on_precheck_failure="skip", timeout=5.0, switch_timeout=60.0, check_mode=False):
+    def __init__(self, target, on_precheck_failure="skip", timeout=5.0, switch_timeout=60.0, check_mode=False,
+                 gate=None):
         # target: the default new_binary, new_root, launcher and dialect; an entry's own
         # target_binary/target_root/launcher/switch_dialect win.
         self.target = target
         self.on_precheck_failure = on_precheck_failure
         self.timeout, self.switch_timeout, self.check_mode = timeout, switch_timeout, check_mode
+        # The guest health gate (Gate), or None.
+        self.gate = gate
         # Each VM's before and after (diff.py), for every VM that is upgraded or already current, in order.
         self.diffs = []
 
@@ -110,8 +129,13 @@ class Host(object):
             launcher=(entry.get("launcher") or None) if own else self.target.get("launcher"),
             timeout=self.timeout, check_mode=self.check_mode)
 
-    def _verify(self, session):
-        return _run(lambda: upgrade.verify(session, timeout=self.timeout, check_mode=self.check_mode))
+    def _verify(self, pair):
+        entry, session = pair
+        step = _run(lambda: upgrade.verify(session, timeout=self.timeout, check_mode=self.check_mode))
+        # After verify: QMP serves one client, and the gate asks the new QEMU too.
+        if step.value is not None and self.gate is not None and not self.check_mode:
+            step.health = self.gate.check(entry, session, step.value[1])
+        return step
 
     def _checkpoint_result(self, entry, step):
         """The result of a VM whose checkpoint did not lead to a switch, or None."""
@@ -143,9 +167,17 @@ class Host(object):
         verified, msg = step.value[1:]
         self.diffs.append(diff.of_verified(verified))
         planned = bool(switched.get("check_mode"))
-        return _result(entry, "planned" if planned else "upgraded", msg, dialect=dialect,
-                       pid_after=verified.get("new_pid"), version_after=verified.get("new_version"),
-                       pause_ms=verified.get("pause_ms"), paused_at=switched.get("stop_time"), **span)
+        done = dict(dialect=dialect, pid_after=verified.get("new_pid"), version_after=verified.get("new_version"),
+                    pause_ms=verified.get("pause_ms"), paused_at=switched.get("stop_time"), **span)
+        if step.health is None:
+            return _result(entry, "planned" if planned else "upgraded", msg, **done)
+        if step.health["healthy"]:
+            return _result(entry, "upgraded", "%s; health gate: %s" % (msg, step.health["detail"]),
+                           health=step.health, **done)
+        # The switch worked, but the guest is not well: the host stops here, and an operator must look.
+        return _result(entry, "failed", "%s; but the guest failed its health gate (%s): %s"
+                       % (msg, step.health["how"], step.health["detail"]), health=step.health,
+                       guest="new QEMU, PID %s, health gate failed" % verified.get("new_pid"), recovered=False, **done)
 
     def batch(self, entries, clock=time.time):
         """The three steps for ENTRIES at once; one result per entry, in order."""
@@ -156,7 +188,7 @@ class Host(object):
         outcomes = upgrade.switch_at_once([saves[i].value[1] for i in todo], timeout=self.timeout,
                                           switch_timeout=self.switch_timeout, check_mode=self.check_mode) if todo else []
         switched = [(i, o) for i, o in zip(todo, outcomes) if not o["failed"]]
-        loads = _side_by_side(self._verify, [o["session"] for _i, o in switched])
+        loads = _side_by_side(self._verify, [(entries[i], o["session"]) for i, o in switched])
         span["finished_at"] = clock()
         for i, outcome in zip(todo, outcomes):
             if outcome["failed"]:

@@ -85,6 +85,27 @@ options:
     description: Seconds one switch may take before it is rolled back, as for M(cpr.qemu.qemu_cprexec).
     type: float
     default: 60.0
+  health_gate:
+    description:
+      - After each VM's switch and verification, check that the guest is well before the next batch - its
+        runstate is what it was before the upgrade and, for a running guest, the QEMU guest agent answers
+        C(guest-ping) where the VM has an agent channel (a C(-chardev socket) QEMU listens on, for a
+        virtio-serial port named C(org.qemu.guest_agent.0)), and the O(health_probes) of the VM connects.
+      - A guest that fails it is V(failed) (its switch worked; C(health) says what failed) and no later batch
+        starts.
+      - Root talks to an agent socket only where the VM's QEMU itself listens on it, and only to that QEMU.
+    type: bool
+    default: false
+  health_probes:
+    description:
+      - Per VM (by guest name or QMP socket), a probe the gate adds - V(tcp:HOST:PORT), a TCP connection from
+        the host that must be accepted (nothing is sent).
+    type: dict
+    default: {}
+  health_timeout:
+    description: Seconds the gate may take per VM.
+    type: float
+    default: 10.0
 seealso:
   - module: cpr.qemu.qemu_cprsave
   - module: cpr.qemu.qemu_cprexec
@@ -110,7 +131,8 @@ results:
       C(pause_ms), C(paused_at) (QEMU's time of the pause, seconds since the epoch) and, for a VM that went to
       the switch, C(started_at) and C(finished_at) (its batch's time span, seconds since the epoch).
     - A failure also has C(guest) (where the guest is now) and C(recovered) (whether it runs on its old QEMU as
-      before; false when that is not known). A refused check is V(skipped) (or V(failed), see
+      before; false when that is not known). With O(health_gate), a VM that went through the gate has
+      C(health) - C(healthy), C(how) (V(runstate), V(guest-agent) or V(tcp)), C(detail) and C(checks). A refused check is V(skipped) (or V(failed), see
       O(on_precheck_failure)); a lock another run holds is V(failed), its guest untouched.
   returned: always
   type: list
@@ -132,7 +154,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, rollout
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, health, options, rollout
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 MIN_SWITCH_TIMEOUT = 5.0
@@ -156,6 +178,9 @@ def main():
             deadline=dict(type="str"),
             on_precheck_failure=dict(type="str", default="skip", choices=["skip", "fail"]),
             switch_timeout=dict(type="float", default=60.0),
+            health_gate=dict(type="bool", default=False),
+            health_probes=dict(type="dict", default={}),
+            health_timeout=dict(type="float", default=10.0),
             timeout=dict(type="float", default=5.0),
         ),
         supports_check_mode=True,
@@ -175,6 +200,11 @@ def main():
         problems.append("each of vms needs qmp_socket and vm (not: entries %s)" % incomplete)
     if not p["new_binary"] and any(e.get("target_binary") is None for e in p["vms"]):
         problems.append("new_binary is needed for the VMs without a target_binary of their own")
+    for vm, probe in p["health_probes"].items():
+        try:
+            health.parse_probe(probe)
+        except health.HealthError as e:
+            problems.append("health_probes of %s: %s" % (vm, e.message))
     try:
         deadline = _deadline(p["deadline"])
     except ValueError:
@@ -186,7 +216,8 @@ def main():
     host = rollout.Host({"new_binary": p["new_binary"], "new_root": p["new_root"], "launcher": p["launcher"],
                          "dialect": p["dialect"]},
                         on_precheck_failure=p["on_precheck_failure"], timeout=p["timeout"],
-                        switch_timeout=p["switch_timeout"], check_mode=module.check_mode)
+                        switch_timeout=p["switch_timeout"], check_mode=module.check_mode,
+                        gate=rollout.Gate(p["health_probes"], p["health_timeout"]) if p["health_gate"] else None)
     results, halted = host.run(p["vms"], p["parallel"], rollout.Limits(deadline, p["pause_budget_ms"]))
     changed = any(r["status"] in ("upgraded", "planned") for r in results)
     failed = [r for r in results if r["status"] == "failed"]

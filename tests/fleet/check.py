@@ -118,6 +118,7 @@ if STAGE == "prepare":
     print("fleet prepare: ok")
     sys.exit(0)
 
+
 def value_of(host, metric, vm=None, **labels):
     """A sample's value in HOST's node-exporter textfile, read with Prometheus' own parser."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -250,6 +251,9 @@ elif STAGE == "rollout":
                 fail("vm-h1 after the canary node: %s (canary: %s)" % (e, before))
         elif e["status"] != "upgraded" or not isinstance(e["pause_ms"], float) or e["pid_after"] == e["pid_before"]:
             fail("%s not upgraded: %s" % (host, e))
+        # The health gate (these guests have no agent: their runstate) passed each switched guest.
+        elif not (e.get("health") or {}).get("healthy") or e["health"]["how"] != "runstate":
+            fail("%s's health gate: %s" % (host, e.get("health")))
         if version(host, "vm-" + host) != (AFTER[host], "running"):
             fail("%s does not run %s" % (host, AFTER[host]))
     if r[("h3", "vm-h3")]["binary_before"]["path"] != os.path.join(W, "vms-h3", "vm-h3", "qemu-system-x86_64"):

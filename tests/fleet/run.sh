@@ -83,7 +83,7 @@ EXTRAVARS=$W/extravars.json
 # Each host's node-exporter textfile directory (the drift metrics) is on the shared filesystem, for check.py.
 mkdir -p "$W"/textfile/h{1,2,3,4}
 echo "{\"qemu_upgrade_become\": false, \"live_upgrade_report_dir\": \"$W\",
-  \"live_upgrade_textfile_dir\": \"$W/textfile/{{ inventory_hostname }}\"}" >"$EXTRAVARS"
+  \"live_upgrade_textfile_dir\": \"$W/textfile/{{ inventory_hostname }}\", \"live_upgrade_health_gate\": true}" >"$EXTRAVARS"
 playbook() {
     local out=$1; shift
     ansible-playbook -i "$INV" cpr.qemu.upgrade_qemu -e "@$EXTRAVARS" \

@@ -42,7 +42,8 @@ class Steps(object):
             raise upgrade.UpgradeError("another live upgrade of this VM is in progress", error_kind="held")
         if vm == "broken":
             raise KeyError("pid")
-        s = {"vm": vm, "dialect": "cpr-transfer", "pid": 100, "old_version": "10.0.2", "new_version": "11.1.3",
+        s = {"vm": vm, "qmp_socket_host": qmp_socket, "runstate_before": "running", "dialect": "cpr-transfer",
+             "pid": 100, "old_version": "10.0.2", "new_version": "11.1.3",
              "old_binary": {"path": "/usr/bin/qemu"}, "new_binary": new_binary, "machine_type": "pc-q35-10.0",
              "check_mode": check_mode, "launcher": launcher, "new_root": new_root}
         if vm == "current":
@@ -164,3 +165,34 @@ def test_own_targets_win(monkeypatch):
     _host().batch([own, _entry("default")], Clock())
     # The two checks run side by side, in either order.
     assert sorted(seen) == [("/old/qemu", "/old", None, "cpr-transfer"), ("/usr/bin/qemu-new", "/", [], "auto")]
+
+
+def test_a_guest_that_fails_its_health_gate_stops_the_host(monkeypatch):
+    steps = Steps(monkeypatch)
+    asked = []
+
+    def check(qmp_socket, pid, expected_runstate="running", probe=None, timeout=10.0):
+        asked.append((qmp_socket, pid, probe))
+        well = "sick" not in qmp_socket
+        return {"healthy": well, "how": "guest-agent", "detail": "guest-ping answered" if well else "no answer in 3 s",
+                "kind": None if well else "timeout", "checks": ["runstate", "guest-agent"]}
+    monkeypatch.setattr(rollout.health, "check", check)
+    host = rollout.Host({"new_binary": "/usr/bin/qemu-new"}, gate=rollout.Gate({"sick": "tcp:10.0.0.9:22"}))
+    results, halted = host.run([_entry(vm) for vm in ("ok", "sick", "next")], 1, rollout.Limits(clock=Clock()))
+    assert steps.batches == [["ok"], ["sick"]]
+    assert results[0]["status"] == "upgraded" and results[0]["health"]["healthy"]
+    sick = results[1]
+    assert sick["status"] == "failed" and sick["recovered"] is False and sick["pause_ms"] == 20.0
+    assert "failed its health gate (guest-agent): no answer in 3 s" in sick["reason"]
+    assert halted.startswith("stopped after a failure that was not recovered: sick")
+    assert results[2]["status"] == "skipped"
+    # The operator's probe goes with its VM.
+    assert [a[2] for a in asked] == [None, "tcp:10.0.0.9:22"]
+
+
+def test_no_gate_in_check_mode(monkeypatch):
+    Steps(monkeypatch)
+    monkeypatch.setattr(rollout.health, "check", lambda *a, **k: pytest.fail("the gate ran in check mode"))
+    (result,) = rollout.Host({"new_binary": "/usr/bin/qemu-new"}, check_mode=True, gate=rollout.Gate()).batch(
+        [_entry("ok")], Clock())
+    assert result["status"] == "planned" and "health" not in result
