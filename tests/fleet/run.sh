@@ -155,7 +155,7 @@ pb=
 check interrupted
 
 echo "== the workflow's canary node: the canary host's interrupted switch is settled, its guest upgraded once"
-runner wf-canary "$ANSWERS" --limit 'qemu_hosts[0]'
+runner wf-canary "$ANSWERS" --limit 'qemu_hosts[0]' --cmdline='-e qemu_upgrade_canary=true'
 check wf-canary
 
 echo "== the workflow's last node, every host: the roll-out picks up where it stopped, every guest upgraded once"
