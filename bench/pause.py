@@ -39,6 +39,17 @@ def ts(event):
     return event["timestamp"]["seconds"] + event["timestamp"]["microseconds"] / 1e6
 
 
+def _listening(path):
+    """Whether a UNIX socket bound at path listens (/proc/net/unix flag __SO_ACCEPTCON)."""
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                return True
+    return False
+
+
 def _listen(client, names):
     """Register a listener now, so no event sent after this call is missed."""
     listener = EventListener(names)
@@ -92,7 +103,10 @@ async def bare_switch(vm, dialect, new_binary):
         proc = subprocess.Popen(vmlab.launcher() + new + ["-S"] + sum(
             [["-incoming", json.dumps(c)] for c in chans], []), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not os.path.exists(chans[1]["addr"]["path"]):
+        # Bound is not yet listening: under load the new QEMU's listen() comes measurably later.
+        while not _listening(chans[1]["addr"]["path"]):
+            if proc.poll() is not None:
+                raise RuntimeError("the new QEMU exited with status %d before listening" % proc.returncode)
             await asyncio.sleep(0.001)
         await old.execute("migrate-set-parameters", {"mode": "cpr-transfer"})
         listener = _listen(old, ["STOP", "MIGRATION"])

@@ -234,6 +234,38 @@ def qmp_round_trips(workdir, mem_mb, started):
     return out, before
 
 
+def host_config(a, n, p, workdir, started):
+    """One configuration of part 1: N VMs through the role, then N fresh VMs through the bare script."""
+    names = ["bench-s%d-p%d-%02d" % (n, p, i) for i in range(n)]
+    vms, boot = start_vms(names, a.mem_mb, started)
+    load = idle_load(5)
+    role = role_run(vms, p, workdir, "host-n%d-p%d" % (n, p), a.via_targets)
+    problems = guest_problems(vms)
+    benchlib.stop_lab_vms(vms)
+    del started[:]
+    vms, _boot = start_vms(names, a.mem_mb, started)
+    try:
+        bare_wall, bare_pauses = bare_run(vms, p)
+    except Exception as e:  # pylint: disable=broad-except
+        bare_wall, bare_pauses = None, {}
+        say("   bare run N=%d P=%d failed: %r" % (n, p, e))
+    problems += guest_problems(vms)
+    benchlib.stop_lab_vms(vms)
+    del started[:]
+    row = {"n": n, "p": p, "boot": boot, "load": load, "role": role, "bare_wall": bare_wall,
+           "bare_pauses": bare_pauses, "problems": problems}
+    rp, bp = list(role["pauses"].values()), list(bare_pauses.values())
+    say("   N=%-2d P=%d: boot %.0f s, idle guests use %.2f cores; role rc %d, %d/%d upgraded, role %.1f s "
+        "(playbook %.1f s), sum/max pause %.0f/%.0f ms; bare %s s, sum/max pause %.0f/%.0f ms; guests: %s"
+        % (n, p, boot, load, role["rc"], role["upgraded"], n, role["role"] or -1, role["wall"],
+           sum(rp), max(rp or [0]), "%.1f" % bare_wall if bare_wall is not None else "-", sum(bp),
+           max(bp or [0]), "; ".join(problems[:3]) or "one continuous life each"))
+    if role["rc"] or role["upgraded"] != n:
+        for line in benchlib.failures(role["log"]):
+            say("     " + line)
+    return row
+
+
 def part_host(a, workdir, started):
     say("\n== Part 1: one host, N VMs, QEMU 10.0 -> 11.1 by cpr-transfer: the role "
         "(playbooks/upgrade-qemu.yml on localhost) vs. a bare qemu.qmp script, same batches")
@@ -254,34 +286,13 @@ def part_host(a, workdir, started):
         for p in a.parallel:
             if p > n and p != min(x for x in a.parallel):
                 continue  # the same as a lower parallelism
-            names = ["bench-s%d-p%d-%02d" % (n, p, i) for i in range(n)]
-            vms, boot = start_vms(names, a.mem_mb, started)
-            load = idle_load(5)
-            role = role_run(vms, p, workdir, "host-n%d-p%d" % (n, p), a.via_targets)
-            problems = guest_problems(vms)
-            benchlib.stop_lab_vms(vms)
-            del started[:]
-            vms, _boot = start_vms(names, a.mem_mb, started)
             try:
-                bare_wall, bare_pauses = bare_run(vms, p)
-            except Exception as e:  # pylint: disable=broad-except
-                bare_wall, bare_pauses = None, {}
-                say("   bare run N=%d P=%d failed: %r" % (n, p, e))
-            problems += guest_problems(vms)
-            benchlib.stop_lab_vms(vms)
-            del started[:]
-            row = {"n": n, "p": p, "boot": boot, "load": load, "role": role, "bare_wall": bare_wall,
-                   "bare_pauses": bare_pauses, "problems": problems}
-            rows.append(row)
-            rp, bp = list(role["pauses"].values()), list(bare_pauses.values())
-            say("   N=%-2d P=%d: boot %.0f s, idle guests use %.2f cores; role rc %d, %d/%d upgraded, role %.1f s "
-                "(playbook %.1f s), sum/max pause %.0f/%.0f ms; bare %s s, sum/max pause %.0f/%.0f ms; guests: %s"
-                % (n, p, boot, load, role["rc"], role["upgraded"], n, role["role"] or -1, role["wall"],
-                   sum(rp), max(rp or [0]), "%.1f" % bare_wall if bare_wall is not None else "-", sum(bp),
-                   max(bp or [0]), "; ".join(problems[:3]) or "one continuous life each"))
-            if role["rc"] or role["upgraded"] != n:
-                for line in benchlib.failures(role["log"]):
-                    say("     " + line)
+                rows.append(host_config(a, n, p, workdir, started))
+            except vmlab.LabError as e:  # one configuration's failure (a guest that did not boot) ends no other
+                say("   N=%-2d P=%d: not measured: %s" % (n, p, e))
+            finally:
+                benchlib.stop_lab_vms(started)
+                del started[:]
     single = [r for r in rows if r["n"] == 1]
     single_role = max(single[0]["role"]["pauses"].values()) if single and single[0]["role"]["pauses"] else None
     single_bare = max(single[0]["bare_pauses"].values()) if single and single[0]["bare_pauses"] else None
