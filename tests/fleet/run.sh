@@ -103,6 +103,8 @@ runner() {
     local out=$1 answers=$2 dir=$W/runner
     shift 2
     mkdir -p "$dir/inventory" "$dir/env"
+    # ansible-runner keeps a run's --cmdline in env/cmdline: each node gives its own.
+    rm -f "$dir/env/cmdline"
     # AWX keeps the hosts' facts in its fact cache, as ansible-runner does with a jsonfile cache in the artifacts.
     echo '{"fact_cache_type": "jsonfile"}' >"$dir/env/settings"
     rm -rf "$dir/project"
