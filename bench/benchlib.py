@@ -17,8 +17,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 
-import vmlab  # noqa: E402
-
 # The actions of the role's phases, as the role's tasks name them: the role either runs the three steps as
 # tasks of their own per batch, or every batch's three steps in one qemu_cpr_upgrade task ("steps").
 PHASES = (("settle", "qemu_cpr_recover"), ("discovery", "qemu_cpr_info"), ("save", "qemu_cprsave"),
@@ -178,4 +176,3 @@ def failures(log, limit=4):
     except OSError:
         return []
     return [x[:400] for x in lines[:limit]]
-
