@@ -33,7 +33,8 @@ import tempfile
 import time
 
 import benchlib
-from benchlib import say, vmlab
+from benchlib import say
+import vmlab  # noqa: E402  (on the path benchlib sets)
 
 sys.path.insert(0, os.path.join(benchlib.REPO, "tests", "fleet"))
 import fleet  # noqa: E402
