@@ -91,8 +91,8 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.six import string_types
 
-DIALECTS = ("cpr-exec", "live-update", "cpr-transfer")
-BINARY_STATES = ("present", "replaced", "deleted")
+from ansible_collections.cpr.qemu.plugins.module_utils.drift import BINARY_STATES
+from ansible_collections.cpr.qemu.plugins.module_utils.readiness import DIALECTS
 INFO_LABELS = ("running_version", "running_package", "installed_version", "binary_path", "binary_state",
                "machine_type", "preferred_dialect", "managed_by", "error_kind")
 

@@ -106,18 +106,14 @@ def _channel(chardev_id, chardev):
     found = {"chardev": chardev_id, "path": None, "why": None}
     if chardev is None:
         found["why"] = "the port's chardev %s is not on the command line" % chardev_id
-    elif chardev.get("backend") != "socket" or not chardev.get("path") or _on(chardev.get("abstract")):
+    elif chardev.get("backend") != "socket" or not chardev.get("path") or process._on(chardev.get("abstract")):
         found["why"] = "chardev %s is not a UNIX socket with a path (fd= and abstract sockets are not reached)" \
             % chardev_id
-    elif not _on(chardev.get("server")):
+    elif not process._on(chardev.get("server")):
         found["why"] = "chardev %s is a client socket: QEMU connects out, it does not listen" % chardev_id
     else:
         found["path"] = chardev["path"]
     return found
-
-
-def _on(value):
-    return value in ("on", "yes", "true", "y")
 
 
 def runstate(qmp_socket, pid, timeout):

@@ -73,21 +73,24 @@ def held_message(lock_dir):
             "with cpr.qemu.qemu_cpr_recover (the lock is %s)" % (who, path))
 
 
-def read(lock_dir):
-    fd = os.open(lock_path(lock_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def read(lock_dir, name=LOCK_NAME):
+    """A JSON file of the lock directory (the session by default), never through a symlink."""
+    fd = os.open(os.path.join(lock_dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd) as f:
         return json.load(f)
 
 
-def update(lock_dir, session):
-    """Rewrite the lock's session atomically (and durably: a crash leaves the old or the new one)."""
-    tmp = lock_path(lock_dir) + ".new"
+def update(lock_dir, session, name=LOCK_NAME):
+    """Rewrite a JSON file of the lock directory (the session by default) atomically, and durably: a crash
+    leaves the old or the new one."""
+    path = os.path.join(lock_dir, name)
+    tmp = path + ".new"
     try:
         os.unlink(tmp)
     except FileNotFoundError:
         pass
     _write(tmp, session)
-    os.rename(tmp, lock_path(lock_dir))
+    os.rename(tmp, path)
 
 
 def mark(lock_dir, name):
@@ -128,28 +131,16 @@ def load(given, base=state.LOCK_BASE):
 
 def record_upgrade(lock_dir, record):
     """Keep what the finished upgrade did (kept when the lock is released), so a later run reports the VM as
-    upgraded before, with its pause; atomically, never through a symlink, in the root-only lock directory."""
-    path = os.path.join(lock_dir, LAST_UPGRADE)
-    tmp = path + ".new"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    _write(tmp, record)
-    os.rename(tmp, path)
+    upgraded before, with its pause."""
+    update(lock_dir, record, LAST_UPGRADE)
 
 
 def last_upgrade(lock_dir, pid):
     """The record of the VM's last finished upgrade, if the QEMU it left the guest on (by PID and start time)
     is PID still; else None (none, unreadable, or the VM was restarted or moved since)."""
     try:
-        fd = os.open(os.path.join(lock_dir, LAST_UPGRADE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd) as f:
-            record = json.load(f)
-    except ValueError:
+        record = read(lock_dir, LAST_UPGRADE)
+    except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("pid") != pid or record.get("pid_starttime") != switch.starttime(pid):
         return None

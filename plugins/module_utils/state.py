@@ -63,11 +63,7 @@ def _root_only_dir(path):
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise StateError("cannot create %s: %s" % (path, e.strerror))
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
-        raise StateError("%s must be a directory of root's with mode 0700 (it is %s, uid %d, mode %04o): "
-                         "remove it" % (path, kind, st.st_uid, stat.S_IMODE(st.st_mode)))
+    _check_root_only(os.lstat(path), path)
     return path
 
 
@@ -110,8 +106,9 @@ def open_root_only_dir(name, base=LOCK_BASE):
 
 def _check_root_only(st, path):
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-        raise StateError("%s must be a directory of root's with mode 0700 (uid %d, mode %04o): remove it"
-                         % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
+        raise StateError("%s must be a directory of root's with mode 0700 (it is %s, uid %d, mode %04o): "
+                         "remove it" % (path, kind, st.st_uid, stat.S_IMODE(st.st_mode)))
 
 
 def qemu_base(pid, path):
