@@ -92,6 +92,7 @@ def test_a_shape_is_upgraded_live_and_loses_no_write(lab_vm, shape, qemu, dialec
     assert facts["unknown_options"] == [] and facts["options_error"] is None
     assert facts["dialects"][dialect]["ready"], facts["dialects"][dialect]
     old_pid = vm.pid
+    before = vm.evidence().net[-1] if extra.get("nic") else None
     result = _upgrade(vm, dialect)
     if vm.pidfile:
         # The pidfile names the QEMU that runs the guest, and nothing of the switch is left beside it.
@@ -104,6 +105,8 @@ def test_a_shape_is_upgraded_live_and_loses_no_write(lab_vm, shape, qemu, dialec
         lost, sent = evidence.net_losses(), evidence.net[-1][2] + 1
         print("%s: pings lost across the switch: %s of %d" % (vm.spec.name, lost, sent))
         assert lost <= 5, evidence.net
+        # Losses count only up to the last reply: the pings must also go on, and be answered, after the switch.
+        assert evidence.net[-1][1] > before[1] and evidence.net[-1][2] > before[2], (before, evidence.net[-1])
     _assert_lived_and_wrote(vm)
 
 
@@ -175,10 +178,13 @@ def test_a_multi_queue_tap_carries_traffic_across_cpr_transfer_of_the_lab_shape(
     QEMU attaches a queue of its own while the old one holds its own."""
     vm = lab_vm("shape-tapmq", qemu="10.0", nic=True, nic_queues=2, disk="virtio-blk")
     vm.wait_ticks(4, timeout=120)
+    before = vm.evidence().net[-1]
     _upgrade(vm, "cpr-transfer")
     evidence = vm.wait_ticks(vm.evidence().last_tick + 3, timeout=120)
     print("pings lost across the switch: %s of %d" % (evidence.net_losses(), evidence.net[-1][2] + 1))
     assert evidence.net_losses() <= 5, evidence.net
+    # Losses count only up to the last reply: the pings must also go on, and be answered, after the switch.
+    assert evidence.net[-1][1] > before[1] and evidence.net[-1][2] > before[2], (before, evidence.net[-1])
     _assert_lived_and_wrote(vm, ticks=0)
 
 

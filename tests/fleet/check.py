@@ -229,6 +229,8 @@ elif STAGE == "wf-canary":
     finished = settled[0]["action"] == "finished"
     if e["status"] != ("already-current" if finished else "upgraded"):
         fail("vm-h1 on the canary: %s" % e)
+    if not finished and (not (e.get("health") or {}).get("healthy") or e["health"]["how"] != "runstate"):
+        fail("vm-h1's health gate on the canary: %s" % e.get("health"))
     if version("h1", "vm-h1") != (AFTER["h1"], "running"):
         fail("vm-h1 does not run %s" % AFTER["h1"])
     if sorted(set(h for h, _vm in r)) != ["h1"]:

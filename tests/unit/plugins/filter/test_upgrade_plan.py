@@ -253,6 +253,8 @@ def test_version_pairs(version, target, unknown, canary, action, status, why):
     assert (entry["version_pair"]["from"], entry["version_pair"]["to"]) == (version, target)
     if why:
         assert re.search(why, entry["reason"]) and entry["precheck_failed"]
+    else:
+        assert not entry["precheck_failed"] and not entry["reason"]
 
 
 def test_a_current_vm_is_current_whatever_its_pair():
