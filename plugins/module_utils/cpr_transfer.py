@@ -250,17 +250,18 @@ def _clean_work_dir(session):
         os.close(fd)
 
 
-def switch(conn, session, timeout, qmp_timeout, record=common.ignore):
+def switch(conn, session, timeout, qmp_timeout, record=common.ignore, turn=None):
     """Start the new QEMU, migrate, resume the new one, kill the old one.  Raises SwitchFailed.
 
     ``record(**fields)`` keeps what a recovery must know in the session: the new QEMU's PID, and (a mark,
-    cheap inside the pause) that it was told to run the guest.
+    cheap inside the pause) that it was told to run the guest.  The pause, from migrate to the new QEMU's
+    resume, takes its ``turn`` (switch.Turns) once the new QEMU listens.
     """
     with SocketDir(session, session["pid"]) as sockets, PidFile(session, session["pid"]) as pids:
-        return _switch(conn, session, sockets, pids, timeout, qmp_timeout, record)
+        return _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn or common.alone())
 
 
-def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
+def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
     vm = session["vm"]
     deadline = time.monotonic() + timeout
     qmp_host = session["qmp_socket_host"]
@@ -311,48 +312,51 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record):
             rollback("the new QEMU did not listen on %s in %ss" % (session["cpr_socket"], timeout))
         time.sleep(0.001)
 
-    fault.point("before-migrate")
-    try:
-        conn.execute("migrate", {"channels": channels(session)})
-    except QMPError as e:
-        rollback("the old QEMU refused to migrate: %s" % e)
-    status, stop = common.wait_migration(conn, deadline)
-    if status != "completed":
-        rollback("migration %s: %s" % (status or "timed out", common.migration_error(conn)))
-    fault.point("after-completed")
-
-    def new_alive(peer):
-        if proc.poll() is not None:
-            rollback("the new QEMU exited while loading the guest (status %s)" % proc.returncode)
-        return peer == proc.pid
-
-    # Until the new QEMU is told to run the guest, any failure, expected or not, rolls back; after that
-    # the old QEMU is never resumed.
-    progress = {}
-    try:
-        new = common.connect_new(process.host_path(proc.pid, session["qmp_socket"]), old_identity, new_alive,
-                                 deadline, qmp_timeout)
-        if new is None:
-            rollback("the new QEMU opened no QMP socket in %ss" % timeout)
-        fault.point("after-exec")
+    with turn.pause():
+        # The others' pauses may have come first: the migration gets the whole timeout.
+        deadline = time.monotonic() + timeout
+        fault.point("before-migrate")
         try:
-            resume = common.resume_new(new, session["runstate_before"], deadline,
-                                       lambda: (progress.update(cont_sent=True), record(mark=sessions.CONT_SENT)))
-        finally:
-            new.close()
-    except common.SwitchFailed:
-        raise
-    except Exception as e:  # pylint: disable=broad-except
-        if not progress.get("cont_sent"):
-            rollback("the new QEMU did not take the guest over: %s" % e)
-        common.kill(session["pid"], session["pid_starttime"])
-        sockets.drop_old()
-        pids.drop_old()
-        raise common.SwitchFailed(
-            "%s: the new QEMU (PID %d) was told to run the guest, then failed to confirm it: %s. The old QEMU "
-            "was killed (it must never run the guest again). Check the VM with cpr.qemu.qemu_cpr_info; if it "
-            "is not running, send cont on %s" % (vm, proc.pid, e, session["qmp_socket"]),
-            guest="new QEMU, PID %d, told to run" % proc.pid, recovered=False)
+            conn.execute("migrate", {"channels": channels(session)})
+        except QMPError as e:
+            rollback("the old QEMU refused to migrate: %s" % e)
+        status, stop = common.wait_migration(conn, deadline)
+        if status != "completed":
+            rollback("migration %s: %s" % (status or "timed out", common.migration_error(conn)))
+        fault.point("after-completed")
+
+        def new_alive(peer):
+            if proc.poll() is not None:
+                rollback("the new QEMU exited while loading the guest (status %s)" % proc.returncode)
+            return peer == proc.pid
+
+        # Until the new QEMU is told to run the guest, any failure, expected or not, rolls back; after that
+        # the old QEMU is never resumed.
+        progress = {}
+        try:
+            new = common.connect_new(process.host_path(proc.pid, session["qmp_socket"]), old_identity, new_alive,
+                                     deadline, qmp_timeout)
+            if new is None:
+                rollback("the new QEMU opened no QMP socket in %ss" % timeout)
+            fault.point("after-exec")
+            try:
+                resume = common.resume_new(new, session["runstate_before"], deadline,
+                                           lambda: (progress.update(cont_sent=True), record(mark=sessions.CONT_SENT)))
+            finally:
+                new.close()
+        except common.SwitchFailed:
+            raise
+        except Exception as e:  # pylint: disable=broad-except
+            if not progress.get("cont_sent"):
+                rollback("the new QEMU did not take the guest over: %s" % e)
+            common.kill(session["pid"], session["pid_starttime"])
+            sockets.drop_old()
+            pids.drop_old()
+            raise common.SwitchFailed(
+                "%s: the new QEMU (PID %d) was told to run the guest, then failed to confirm it: %s. The old QEMU "
+                "was killed (it must never run the guest again). Check the VM with cpr.qemu.qemu_cpr_info; if it "
+                "is not running, send cont on %s" % (vm, proc.pid, e, session["qmp_socket"]),
+                guest="new QEMU, PID %d, told to run" % proc.pid, recovered=False)
 
     # The guest runs on the new QEMU: the old one must never run it again.
     fault.point("before-kill-old")

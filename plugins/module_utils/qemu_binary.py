@@ -23,9 +23,8 @@ import shutil
 import stat
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.cpr.qemu.plugins.module_utils import binary_cache, process, trust
+from ansible_collections.cpr.qemu.plugins.module_utils import binary_cache, parallel, process, trust
 
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(?:\s*\((.*)\))?")
 _ALIAS = re.compile(r"\(alias of ([^)]+)\)")
@@ -250,8 +249,8 @@ def learn_options(path, root, argv, run_as=None, timeout=15):
                 listed = sorted(listed_options(_run(cmd + ["-help"], timeout, identity)))
                 words = sorted((wanted & set(listed)) - set(arity))
             if words:
-                with ThreadPoolExecutor(max_workers=min(_ASKING, len(words))) as pool:
-                    arity.update(zip(words, pool.map(lambda w: _takes_value(cmd, identity, w, timeout), words)))
+                arity.update(zip(words, parallel.side_by_side(lambda w: _takes_value(cmd, identity, w, timeout), words,
+                                                              _ASKING)))
             answers.keep(options=listed, arity=arity)
     process.learn_options(dict((w, arity[w]) for w in wanted if arity.get(w) is not None))
     return process.unknown_options(argv)

@@ -5,7 +5,8 @@
 """A host's planned VMs live-upgraded in batches, in one process (qemu_cpr_upgrade).
 
 Each batch is the three steps of upgrade.py for up to ``parallel`` VMs: their checks (prepare) run side by
-side, their switches overlap (switch_at_once, in the detached child), their verifications run side by side.
+side, their switches overlap (switch_at_once, in the detached child: the pauses one at a time), their
+verifications run side by side.
 A batch starts only before the deadline, while no earlier VM went over the pause budget and no earlier
 failure left a guest not known to run on its old QEMU. One VM's failure never touches another's.
 
@@ -20,9 +21,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.cpr.qemu.plugins.module_utils import diff, health, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, health, parallel, upgrade
 
 UNPAUSED = "old QEMU, not paused"
 UNKNOWN = "unknown: check it with cpr.qemu.qemu_cpr_info and settle it with cpr.qemu.qemu_cpr_recover"
@@ -62,13 +62,6 @@ def _result(entry, status, reason, **more):
                   paused_at=None)
     result.update(more)
     return result
-
-
-def _side_by_side(work, items):
-    if len(items) < 2:
-        return [work(item) for item in items]
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(work, items))
 
 
 class Step(object):
@@ -182,13 +175,13 @@ class Host(object):
     def batch(self, entries, clock=time.time):
         """The three steps for ENTRIES at once; one result per entry, in order."""
         span = {"started_at": clock()}
-        saves = _side_by_side(lambda e: _run(lambda: self._prepare(e)), entries)
+        saves = parallel.side_by_side(lambda e: _run(lambda: self._prepare(e)), entries)
         results = [self._checkpoint_result(e, s) for e, s in zip(entries, saves)]
         todo = [i for i, r in enumerate(results) if r is None]
         outcomes = upgrade.switch_at_once([saves[i].value[1] for i in todo], timeout=self.timeout,
                                           switch_timeout=self.switch_timeout, check_mode=self.check_mode) if todo else []
         switched = [(i, o) for i, o in zip(todo, outcomes) if not o["failed"]]
-        loads = _side_by_side(self._verify, [(entries[i], o["session"]) for i, o in switched])
+        loads = parallel.side_by_side(self._verify, [(entries[i], o["session"]) for i, o in switched])
         span["finished_at"] = clock()
         for i, outcome in zip(todo, outcomes):
             if outcome["failed"]:

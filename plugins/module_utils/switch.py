@@ -12,8 +12,10 @@ guest that was paused before the upgrade simply stays paused.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import contextlib
 import os
 import signal
+import threading
 import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils import fault
@@ -36,6 +38,73 @@ class SwitchFailed(Exception):
 def ignore(**fields):
     """A dialect's ``record`` where nothing is kept (tests that drive a dialect directly)."""
     del fields
+
+
+class Turns(object):
+    """The pauses of switches that run side by side, taken one at a time once every switch is ready to pause.
+
+    The work before a pause (re-checks, starting the new QEMU) gains from running side by side; pauses that
+    overlap on a few cores only lengthen each other (on 2 cores, 8 at once made the longest about 4 times one
+    alone: bench/scale.py). A switch waits at most READY_WAIT seconds for the others to be ready, so one whose
+    new QEMU is slow to start holds no other's pause for long; its guest is not paused while it waits.
+    """
+
+    READY_WAIT = 5.0
+
+    def __init__(self, switches):
+        self._cond = threading.Condition()
+        self._unready = switches
+        self._pausing = False
+
+    def member(self):
+        """One switch's place (Turn): it pauses through ``pause()``, or ``leave()``s."""
+        return Turn(self)
+
+    def arrive(self):
+        """A switch is ready to pause, or will not pause."""
+        with self._cond:
+            self._unready -= 1
+            self._cond.notify_all()
+
+    def take(self):
+        """Wait for the others to be ready (READY_WAIT at most) and for no pause to run; then pause."""
+        with self._cond:
+            end = time.monotonic() + self.READY_WAIT
+            while self._pausing or (self._unready > 0 and time.monotonic() < end):
+                self._cond.wait(max(0.001, end - time.monotonic()) if not self._pausing else None)
+            self._pausing = True
+
+    def release(self):
+        with self._cond:
+            self._pausing = False
+            self._cond.notify_all()
+
+
+class Turn(object):
+    """A switch's place among Turns: ``with turn.pause():`` around the guest's pause; ``leave()`` when the
+    switch ends (a no-op once it paused)."""
+
+    def __init__(self, turns):
+        self._turns, self._counted = turns, False
+
+    def leave(self):
+        if not self._counted:
+            self._counted = True
+            self._turns.arrive()
+
+    @contextlib.contextmanager
+    def pause(self):
+        self.leave()
+        self._turns.take()
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+
+def alone():
+    """The turn of a switch that runs by itself: it pauses when it is ready."""
+    return Turns(1).member()
 
 
 def starttime(pid):

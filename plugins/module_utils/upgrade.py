@@ -18,11 +18,10 @@ __metaclass__ = type
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, detached, identity, live_update, process, qemu_binary, readiness, session as sessions,
-    state, validation, vm_facts)
+    cpr_exec, cpr_transfer, detached, identity, live_update, parallel, process, qemu_binary, readiness,
+    session as sessions, state, validation, vm_facts)
 from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
@@ -279,13 +278,17 @@ def _outcome(given, run):
 
 
 def _switch_all(givens, argv, timeout, switch_timeout):
-    """Every VM's switch, each in its own thread so that their pauses overlap; runs in the detached child."""
+    """Every VM's switch, each in its own thread: their checks and new QEMUs side by side, their pauses one at a
+    time (switch.Turns); runs in the detached child."""
+    turns = common.Turns(len(givens))
+
     def one(given):
-        return _outcome(given, lambda: _switch(given, argv, timeout, switch_timeout))
-    if len(givens) < 2:
-        return [one(given) for given in givens]
-    with ThreadPoolExecutor(max_workers=len(givens)) as pool:
-        return list(pool.map(one, givens))
+        turn = turns.member()
+        try:
+            return _outcome(given, lambda: _switch(given, argv, timeout, switch_timeout, turn))
+        finally:
+            turn.leave()
+    return parallel.side_by_side(one, givens)
 
 
 def _switch_detached(givens, argv, timeout, switch_timeout):
@@ -315,7 +318,7 @@ def switch(given, argv=None, timeout=5.0, switch_timeout=60.0, check_mode=False)
 
 
 def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=False):
-    """qemu_cprexec with several sessions: switch each VM in its own thread, so their pauses overlap.
+    """qemu_cprexec with several sessions: switch each VM in its own thread (their pauses one at a time).
 
     One VM's failure never touches another's switch.  Returns one outcome per session, in order (_outcome).
     """
@@ -329,8 +332,8 @@ def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=
     return [o if o is not None else next(switched) for o in outcomes]
 
 
-def _switch(given, argv, timeout, switch_timeout):
-    """The switch itself (in the detached child): re-check, pause, hand over, resume."""
+def _switch(given, argv, timeout, switch_timeout, turn):
+    """The switch itself (in the detached child): re-check, pause (in its turn), hand over, resume."""
     s = _locked(given)
     label, dialect = s["vm"], DIALECTS[s["dialect"]]
     if s["step"] != "saved":
@@ -366,7 +369,7 @@ def _switch(given, argv, timeout, switch_timeout):
                 s.update(fields)
                 sessions.update(s["lock_dir"], s)
         try:
-            outcome = dialect.switch(conn, s, switch_timeout, timeout, record)
+            outcome = dialect.switch(conn, s, switch_timeout, timeout, record, turn)
         except common.SwitchFailed as e:
             if e.recovered:
                 _abandon(conn, s)
@@ -424,7 +427,7 @@ def verify(given, timeout=5.0, check_mode=False):
     conn = _connect(s["qmp_socket_host"], timeout, label)
     changed = False
     try:
-        facts = vm_facts.gather(conn)
+        facts = vm_facts.switched(conn)
         problems = []
         if conn.pid != new_pid:
             problems.append("the QMP socket belongs to PID %d, not the new QEMU's %d" % (conn.pid, new_pid))

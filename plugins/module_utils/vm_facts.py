@@ -14,7 +14,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    identity, process, qemu_binary, readiness, recover, session, state, trust)
+    identity, parallel, process, qemu_binary, readiness, recover, session, state, switch, trust)
 from ansible_collections.cpr.qemu.plugins.module_utils import qmp
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError
 
@@ -143,6 +143,37 @@ def learn_options(pid, argv):
     return None
 
 
+# What cannot change while one process runs one binary with one argv (a cpr-exec keeps the PID and its start
+# time, not the binary or the argv): asked of QEMU once per module run, so the re-check right before the pause
+# does not ask again what the checkpoint asked.
+_PER_IMAGE = {}
+
+
+def _per_image(conn, key, argv_accel):
+    known = _PER_IMAGE.get(key) if key[1] is not None else None
+    if known is None:
+        version = conn.execute("query-version")
+        machine_type = (_qom_get(conn, "/machine", "type") or "")
+        if machine_type.endswith(_MACHINE_SUFFIX):
+            machine_type = machine_type[:-len(_MACHINE_SUFFIX)]
+        # The schema lists every command: no query-commands, and no query-accelerators where there is none.
+        schema = conn.execute("query-qmp-schema")
+        commands = schema_commands(schema)
+        cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
+        known = {
+            "version": version,
+            "machine_type": machine_type,
+            "aliases": dict((m["alias"], m["name"]) for m in conn.execute("query-machines") if m.get("alias")),
+            "accelerator": accelerator(conn, argv_accel, commands),
+            "migration_modes": migration_modes(schema),
+            "cpr_exec_command": has_member(schema, "cpr-exec-command"),
+            "cpr_commands": cpr_commands,
+            "cpr_arguments": dict((c, command_arguments(schema, c)) for c in cpr_commands),
+        }
+        _PER_IMAGE[key] = known
+    return known
+
+
 def gather(conn):
     """Facts about the VM behind an open QMPConnection (its peer PID is the QEMU process)."""
     pid = conn.pid
@@ -153,14 +184,11 @@ def gather(conn):
     parsed = process.parse_argv(argv)
     masked = process.mask_argv(argv)
     shown = process.parse_argv(masked)  # what results may carry: secrets masked
-    version = conn.execute("query-version")
-    v = version["qemu"]
+    binary = process.binary_facts(pid)
+    image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"])
+    v = image["version"]["qemu"]
     status = conn.execute("query-status")
-
-    machine_type = (_qom_get(conn, "/machine", "type") or "")
-    if machine_type.endswith(_MACHINE_SUFFIX):
-        machine_type = machine_type[:-len(_MACHINE_SUFFIX)]
-    aliases = dict((m["alias"], m["name"]) for m in conn.execute("query-machines") if m.get("alias"))
+    machine_type = image["machine_type"]
     given = parsed["machine"]
 
     memory = []
@@ -174,22 +202,18 @@ def gather(conn):
         vfio += [name for name, t in sorted(_children_types(conn, container).items())
                  if t.startswith("vfio-")]
 
-    # The schema lists every command: no query-commands, and no query-accelerators where there is none.
-    schema = conn.execute("query-qmp-schema")
-    commands = schema_commands(schema)
-    cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
-    accel = accelerator(conn, parsed["accel"], commands)
+    accel = image["accelerator"]
     migrate = conn.execute("query-migrate")
 
     return {
         "pid": pid,
         "name": parsed["name"],
-        "binary": process.binary_facts(pid),
+        "binary": binary,
         "untrusted": untrusted,
         # Nothing is asked of the system about a process the collection does not act for.
         "runs_as": None if untrusted else runs_as(pid),
         "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
-        "package": version.get("package", "").strip(),
+        "package": image["version"].get("package", "").strip(),
         "runstate": status["status"],
         "argv": masked,
         "unknown_options": process.unknown_options(argv),
@@ -199,7 +223,7 @@ def gather(conn):
         "accelerator": accel,
         "xen": accel == "xen" or machine_type.startswith("xen"),
         "machine": {"given": given, "type": machine_type,
-                    "alias": bool(given) and given != machine_type and aliases.get(given) == machine_type},
+                    "alias": bool(given) and given != machine_type and image["aliases"].get(given) == machine_type},
         "memory_backends": memory,
         "aux_ram_share": _qom_get(conn, "/machine", "aux-ram-share"),
         "memfd_alloc": _qom_get(conn, "/machine", "memfd-alloc"),
@@ -208,10 +232,10 @@ def gather(conn):
         "vfio_devices": sorted(set(vfio + parsed["vfio_devices"])),
         "migration": {"status": migrate.get("status", "none"),
                       "blocked_reasons": migrate.get("blocked-reasons", [])},
-        "migration_modes": migration_modes(schema),
-        "cpr_exec_command": has_member(schema, "cpr-exec-command"),
-        "cpr_commands": cpr_commands,
-        "cpr_arguments": dict((c, command_arguments(schema, c)) for c in cpr_commands),
+        "migration_modes": image["migration_modes"],
+        "cpr_exec_command": image["cpr_exec_command"],
+        "cpr_commands": image["cpr_commands"],
+        "cpr_arguments": image["cpr_arguments"],
         "cpr_enable": parsed["cpr_enable"],
         "chardevs": [{"label": c["label"], "filename": c.get("filename", "")}
                      for c in conn.execute("query-chardev")],
@@ -219,6 +243,16 @@ def gather(conn):
         "netdevs": shown["netdevs"],
         "tun_fds": process.tun_fds(pid),
     }
+
+
+def switched(conn):
+    """What verifying a switch asks of the QEMU that took the guest over: the binary it runs, its version, the
+    guest's runstate and the incoming migration's status."""
+    v = conn.execute("query-version")["qemu"]
+    return {"binary": process.binary_facts(conn.pid),
+            "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
+            "runstate": conn.execute("query-status")["status"],
+            "migration": {"status": conn.execute("query-migrate").get("status", "none")}}
 
 
 def session_of(address):
@@ -278,6 +312,10 @@ def _is_vm(pid, report):
     return qmp.listens_on(pid, report["qmp_socket"])
 
 
+# A host's VMs are inspected a few at a time: each inspection mostly waits for its QEMU's answers.
+INSPECTIONS_AT_ONCE = 8
+
+
 def inspect_discovered(found, timeout, target=None, is_vm=_is_vm):
     """One report per QEMU among the discovered processes, through the first of its QMP sockets that answers.
 
@@ -288,16 +326,19 @@ def inspect_discovered(found, timeout, target=None, is_vm=_is_vm):
     by_pid = {}
     for entry in found:
         by_pid.setdefault(entry["pid"], []).append(entry["qmp_socket"])
-    reports = []
-    for pid, sockets in by_pid.items():
+
+    def one(pid):
         first = None
-        for sock in sockets:
+        for sock in by_pid[pid]:
             report = inspect(sock, timeout, target)
             if "error" not in report:
-                break
+                return report
             first = first or report
-        else:
-            report = first
-        if is_vm(pid, report):
-            reports.append(report)
-    return reports
+        return first
+    reports = parallel.side_by_side(one, list(by_pid), INSPECTIONS_AT_ONCE)
+    return [report for pid, report in zip(by_pid, reports) if is_vm(pid, report)]
+
+
+def inspect_each(sockets, timeout, target=None):
+    """inspect() of each QMP socket, INSPECTIONS_AT_ONCE at a time; the reports in the sockets' order."""
+    return parallel.side_by_side(lambda s: inspect(s, timeout, target), sockets, INSPECTIONS_AT_ONCE)

@@ -687,7 +687,7 @@ def main():
 
     explicit = bool(p["qmp_sockets"])
     if explicit:
-        vms = [vm_facts.inspect(s, p["timeout"], target) for s in p["qmp_sockets"]]
+        vms = vm_facts.inspect_each(p["qmp_sockets"], p["timeout"], target)
     else:
         vms = vm_facts.inspect_discovered(process.discover(), p["timeout"], target)
     vms.sort(key=lambda vm: vm["qmp_socket"])

@@ -67,7 +67,9 @@ options:
     choices: [auto, cpr-exec, cpr-transfer, live-update]
     default: auto
   parallel:
-    description: How many VMs switch at once; their pauses overlap.
+    description:
+      - How many VMs switch at once. Their checks, new QEMUs and verifications run side by side; their pauses
+        come one after another, each as short as a VM's alone.
     type: int
     default: 1
   pause_budget_ms:

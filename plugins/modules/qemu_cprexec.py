@@ -58,7 +58,8 @@ options:
     type: dict
   sessions:
     description:
-      - Several VMs' sessions, switched at once, each in its own thread, so their pauses overlap.
+      - Several VMs' sessions, switched at once, each in its own thread: their re-checks and new QEMUs run side
+        by side, their pauses one after another, each as short as a VM's alone.
       - One VM's failed switch never touches another's; RV(switches) has each VM's outcome and the
         task fails if any VM failed.
     type: list

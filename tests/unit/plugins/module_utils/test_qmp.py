@@ -8,6 +8,7 @@ __metaclass__ = type
 
 import errno
 import json
+import logging
 import os
 import socket
 import threading
@@ -236,3 +237,18 @@ def test_monitor_has_client_reads_proc_net_unix(tmp_path):
     table.write_text("Num RefCount Protocol Flags Type St Inode Path\n"
                      "0: 00000002 00000000 00010000 0001 01 1 /nowhere\n")
     assert qmp.monitor_has_client(os.getpid(), str(tmp_path / "x.sock"), str(table)) is False
+
+
+class _Unprintable(object):
+    def __str__(self):
+        raise AssertionError("formatted for a log that is off")
+
+
+def test_messages_are_formatted_for_qemu_qmps_log_only_when_it_logs_at_debug_level(caplog):
+    client = qmp._Client("vm")
+    msg = _Unprintable()
+    caplog.set_level(logging.INFO, logger=client.logger.name)
+    assert client._cb_inbound(msg) is msg and client._cb_outbound(msg) is msg
+    caplog.set_level(logging.DEBUG, logger=client.logger.name)
+    assert client._cb_inbound({"return": {}}) == {"return": {}}
+    assert "<-- {'return': {}}" in caplog.text

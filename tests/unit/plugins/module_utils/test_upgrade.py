@@ -18,8 +18,10 @@ def test_switch_at_once_runs_the_switches_together_and_keeps_each_outcome(monkey
     # Each fake switch waits for the other two: this passes only if all three run at the same time.
     together = threading.Barrier(3, timeout=5)
 
-    def fake_switch(given, argv, timeout, switch_timeout):
+    def fake_switch(given, argv, timeout, switch_timeout, turn):
         together.wait()
+        with turn.pause():
+            pass
         if given["vm"] == "b":
             raise upgrade.UpgradeError("b: cpr-transfer rolled back", guest="old QEMU, PID 2, running",
                                        recovered=True)
@@ -50,7 +52,7 @@ def test_a_session_that_needs_no_switch_starts_no_child(monkeypatch):
 
 def test_the_switch_runs_detached_and_ignores_the_signals_of_a_dying_session(monkeypatch):
     """SIGINT (Ctrl-C), SIGHUP (SSH gone) and SIGTERM do not stop the switch; it runs in a session of its own."""
-    def fake_switch(given, argv, timeout, switch_timeout):
+    def fake_switch(given, argv, timeout, switch_timeout, turn):
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
             os.kill(os.getpid(), sig)
         return True, dict(given, pid=os.getpid(), sid=os.getsid(0)), "switched"
@@ -61,7 +63,7 @@ def test_the_switch_runs_detached_and_ignores_the_signals_of_a_dying_session(mon
 
 
 def test_a_switch_killed_on_the_way_is_reported_as_not_known(monkeypatch):
-    def fake_switch(given, argv, timeout, switch_timeout):
+    def fake_switch(given, argv, timeout, switch_timeout, turn):
         os.kill(os.getpid(), signal.SIGKILL)
 
     monkeypatch.setattr(upgrade, "_switch", fake_switch)

@@ -87,3 +87,24 @@ def test_a_monitor_held_by_libvirt_is_reported_as_libvirts(monkeypatch):
     report = vm_facts.inspect("/var/lib/libvirt/qemu/domain-1-db1/monitor.sock", 1.0)
     assert report["managed_by"] == "libvirt" and report["error_kind"] == "busy"
     assert "upgrade it through libvirt" in report["error"]
+
+
+def test_what_a_qemu_image_cannot_change_is_asked_once_per_process_binary_and_argv(monkeypatch):
+    monkeypatch.setattr(vm_facts, "_PER_IMAGE", {})
+    answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
+               "qom-get": "pc-q35-10.0-machine", "query-qmp-schema": SCHEMA, "query-kvm": {"enabled": False},
+               "query-machines": [{"name": "pc-q35-11.1", "alias": "q35"}]}
+    conn = FakeQMP(answers)
+    key = (4242, 1000, (1, 2), ("/usr/bin/qemu-system-x86_64", "-S"))
+    first = vm_facts._per_image(conn, key, None)
+    assert first["machine_type"] == "pc-q35-10.0" and first["aliases"] == {"q35": "pc-q35-11.1"}
+    assert first["cpr_commands"] == ["cprsave"] and first["accelerator"] == "tcg"
+    asked = len(conn.asked)
+    # The re-check before the pause: the same process, binary and argv.
+    assert vm_facts._per_image(conn, key, None) == first and len(conn.asked) == asked
+    # The same PID after an exec (another argv or binary), or a process whose start time was not read: asked again.
+    for other in ((4242, 1000, (1, 2), ("/usr/bin/qemu-system-x86_64", "-S", "-incoming", "defer")),
+                  (4242, 1000, (1, 3), key[3]), (4242, None, (1, 2), key[3]), (4242, None, (1, 2), key[3])):
+        before = len(conn.asked)
+        vm_facts._per_image(conn, other, None)
+        assert "query-qmp-schema" in conn.asked[before:]
