@@ -74,8 +74,8 @@ def wait_quiet(what, every=30):
     return seen
 
 
-def run_playbook(playbook, inventory, extra_vars, workdir, tag, forks=5, env=None):
-    """ansible-playbook with the bench_timer callback; returns (rc, wall seconds, timings, log path)."""
+def run_playbook(playbook, inventory, extra_vars, workdir, tag, forks=5, env=None, args=()):
+    """ansible-playbook (with ARGS) and the bench_timer callback; returns (rc, wall seconds, timings, log path)."""
     timings = os.path.join(workdir, "timings-%s.jsonl" % tag)
     log = os.path.join(workdir, "%s.log" % tag)
     extra = os.path.join(workdir, "extravars-%s.json" % tag)
@@ -83,13 +83,15 @@ def run_playbook(playbook, inventory, extra_vars, workdir, tag, forks=5, env=Non
         json.dump(extra_vars, f)
     e = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=os.path.join(HERE, "callback_plugins"),
              ANSIBLE_CALLBACKS_ENABLED="bench_timer", BENCH_TIMINGS=timings, ANSIBLE_FORKS=str(forks),
-             ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False")
+             ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
+             # As the README recommends for a fleet (docs/awx/ansible.cfg): one SSH round trip per module.
+             ANSIBLE_PIPELINING="True")
     e.update(env or {})
     if os.path.exists(timings):
         os.unlink(timings)
     t0 = time.monotonic()
     with open(log, "w") as out:
-        rc = subprocess.run(["ansible-playbook", "-i", inventory, playbook, "-e", "@" + extra],
+        rc = subprocess.run(["ansible-playbook", "-i", inventory, playbook, "-e", "@" + extra] + list(args),
                             stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=e, check=False).returncode
     return rc, time.monotonic() - t0, Timings(timings), log
 

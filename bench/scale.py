@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Scale benchmarks of a live upgrade: figures printed, nothing asserted, not run by CI.
 
-Four parts, one table each (--parts, default all, in this order):
+Five parts, one table each (--parts, default all, in this order):
 
 report  the fleet report's cost: synthetic results of 1000 hosts x 20 VMs appended host by host with the
         collection's mechanism (plugins/plugin_utils/report.py append, used by cpr.qemu.upgrade_report)
@@ -12,12 +12,14 @@ host    one host (this machine, playbooks/upgrade-qemu.yml against localhost) wi
         guests under TCG, --mem-mb each), QEMU 10.0 -> 11.1 by cpr-transfer with live_upgrade_parallel P;
         the same switches by a bare qemu.qmp script (bench/pause.py's) in batches of P. Per-VM QMP round
         trips before the pause are counted once, on one VM, by running the modules' code in this process.
+changed the work scales with what changed: the role over 2 VMs that are both outdated, over the largest N
+        (--vms) of which 2 are outdated (the rest already run the target), and in check mode over N outdated.
 fleet   H namespace hosts over SSH (tests/fleet/fleet.py), --vms-per-host VMs each, the playbook with its
         default batches and with one batch (qemu_upgrade_serial=100%, forks >= H).
 
 Every VM, host and namespace started here is stopped at the end, on failure and on Ctrl-C too.
 Run by scripts/bench.sh scale (which sets up the lab, the venv and the collection).
-Usage: python bench/scale.py [--parts report,kvm,host,fleet] [--vms 1,8,32] [--parallel 1,4,8]
+Usage: python bench/scale.py [--parts report,kvm,host,changed,fleet] [--vms 1,8,32] [--parallel 1,4,8]
                              [--hosts 1,4,8] [--vms-per-host 3] [--mem-mb 96] [--no-wait]
 """
 
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -57,17 +60,18 @@ CMDLINE = "console=ttyS0 quiet cprlab.fill_mb=%d cprlab.sum_every=0 no_timer_che
 FILL_MB = 4
 
 
-def guest_spec(name, mem_mb):
-    """A small Linux guest on QEMU 10.0 with the versioned machine type both QEMUs have, no disk, no NIC."""
-    return vmlab.VMSpec(name, qemu="10.0", mem_mb=mem_mb, fill_mb=FILL_MB, sum_every=0, machine=vmlab.VERSIONED_Q35,
+def guest_spec(name, mem_mb, qemu="10.0"):
+    """A small Linux guest on QEMU 10.0 (or QEMU) with the versioned machine type both QEMUs have, no disk, no NIC."""
+    return vmlab.VMSpec(name, qemu=qemu, mem_mb=mem_mb, fill_mb=FILL_MB, sum_every=0, machine=vmlab.VERSIONED_Q35,
                         extra_args=("-append", CMDLINE % FILL_MB))
 
 
-def start_vms(names, mem_mb, started, timeout=600):
-    """Start the VMs, then wait until every guest has printed its first tick (booted and idle)."""
+def start_vms(names, mem_mb, started, timeout=600, current=0):
+    """Start the VMs (the first CURRENT of them on the target QEMU 11.1), then wait until every guest has printed
+    its first tick (booted and idle)."""
     vms = []
-    for name in names:
-        vm = vmlab.LabVM(guest_spec(name, mem_mb))
+    for i, name in enumerate(names):
+        vm = vmlab.LabVM(guest_spec(name, mem_mb, "11.1" if i < current else "10.0"))
         started.append(vm)
         vms.append(vm.start())
     t0 = time.monotonic()
@@ -90,16 +94,24 @@ def guest_problems(vms):
     return found
 
 
+def _children_cpu():
+    """CPU seconds (user and system) of this process's ended children."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def busy_seconds():
+    """The machine's CPU time so far, in seconds summed over all cores (idle and iowait not counted)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def idle_load(seconds=10):
     """The machine's CPU use (in cores) over a few seconds: what the idle guests cost."""
-    def busy():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v) - v[3] - v[4], sum(v)
-    b0, t0 = busy()
+    b0, t0 = busy_seconds(), time.monotonic()
     time.sleep(seconds)
-    b1, t1 = busy()
-    return os.cpu_count() * (b1 - b0) / max(1, t1 - t0)
+    return (busy_seconds() - b0) / (time.monotonic() - t0)
 
 
 # ------------------------------------------------------------------------------------------- host
@@ -131,7 +143,7 @@ def target_vars(sockets, via_targets):
             "live_upgrade_launcher": vmlab.launcher(), "live_upgrade_vms": sockets}
 
 
-def role_run(vms, parallel, workdir, tag, via_targets):
+def role_run(vms, parallel, workdir, tag, via_targets, check=False):
     inventory = os.path.join(workdir, "localhost.json")
     with open(inventory, "w") as f:
         json.dump({"qemu_hosts": {"hosts": {"localhost": {
@@ -144,7 +156,8 @@ def role_run(vms, parallel, workdir, tag, via_targets):
              # Measure every switch: no stop after a long pause.
              "live_upgrade_pause_budget_ms": 600000}
     extra.update(target_vars(sockets, via_targets))
-    rc, wall, timings, log = benchlib.run_playbook(PLAYBOOK, inventory, extra, workdir, tag)
+    rc, wall, timings, log = benchlib.run_playbook(PLAYBOOK, inventory, extra, workdir, tag,
+                                                   args=["--check"] if check else [])
     try:
         with open(report) as f:
             results = [r for r in json.load(f) if r.get("qmp_socket") in sockets]
@@ -158,6 +171,7 @@ def role_run(vms, parallel, workdir, tag, via_targets):
     return {"rc": rc, "wall": wall, "role": span[1] - span[0] if span else None, "log": log,
             "pauses": dict((r["vm"], r["pause_ms"]) for r in results if r.get("pause_ms") is not None),
             "upgraded": len([r for r in results if r.get("status") == "upgraded"]),
+            "statuses": sorted(set(r.get("status") for r in results)),
             "phases": timings.phases("localhost", ROLE)}
 
 
@@ -338,6 +352,45 @@ def part_host(a, workdir, started):
     return rows
 
 
+# ---------------------------------------------------------------------------------------- changed
+
+
+def changed_config(a, n, outdated, workdir, started, check=False):
+    """The role over N VMs of which OUTDATED run QEMU 10.0 (the rest already the target 11.1)."""
+    names = ["bench-c%d-o%d%s-%02d" % (n, outdated, "-check" if check else "", i) for i in range(n)]
+    vms, _boot = start_vms(names, a.mem_mb, started, current=n - outdated)
+    tag = "changed-n%d-o%d%s" % (n, outdated, "-check" if check else "")
+    try:
+        role = role_run(vms, 1, workdir, tag, a.via_targets, check=check)
+    finally:
+        benchlib.stop_lab_vms(started)
+        del started[:]
+    ph = role["phases"]
+    say("   %-34s: role rc %d, %s, role %.1f s (settle %.1f, discovery %.1f, steps %.1f, the rest %.1f)"
+        % ("%d VMs, %d outdated%s" % (n, outdated, ", check mode" if check else ""), role["rc"],
+           "/".join(role["statuses"]), role["role"] or -1, ph["settle"], ph["discovery"], ph["steps"],
+           (role["role"] or 0) - ph["settle"] - ph["discovery"] - ph["steps"]))
+    if role["rc"]:
+        for line in benchlib.failures(role["log"]):
+            say("     " + line)
+    return role
+
+
+def part_changed(a, workdir, started):
+    many = max(a.vms)
+    say("\n== Part 1b: the work scales with what changed: one host (localhost), live_upgrade_parallel 1,"
+        " every VM of the host named in live_upgrade_vms")
+    benchlib.wait_quiet("changed part")
+    few = changed_config(a, 2, 2, workdir, started)
+    mixed = changed_config(a, many, 2, workdir, started)
+    check = changed_config(a, many, many, workdir, started, check=True)
+    if few["role"] and mixed["role"]:
+        say("   %d VMs of which 2 outdated cost %.1f s more than 2 VMs (%.0f ms per current VM);"
+            " check mode over %d outdated VMs: %.1f s (%.0f ms per VM)"
+            % (many, mixed["role"] - few["role"], 1000 * (mixed["role"] - few["role"]) / (many - 2), many,
+               check["role"] or -1, 1000 * (check["role"] or 0) / many))
+
+
 # ------------------------------------------------------------------------------------------ fleet
 
 
@@ -395,9 +448,15 @@ def fleet_run(workdir, count, per_host, mode, mem_mb, via_targets):
             del extra["live_upgrade_vms"]
         if mode == "one-batch":
             extra["qemu_upgrade_serial"] = "100%"
+        guests = idle_load(3)
+        busy0, controller0 = busy_seconds(), _children_cpu()
         rc, wall, timings, log = benchlib.run_playbook(
             PLAYBOOK, inventory, extra, workdir, "fleet-h%d-%s" % (count, mode),
             forks=max(5, count), env={"ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(workdir, "cp")})
+        # What the playbook made the machine do (controller, SSH, modules, new QEMUs), the idle guests' share
+        # taken out; the controller's part is ansible-playbook with its workers and SSH clients.
+        cpu = busy_seconds() - busy0 - guests * wall
+        controller = _children_cpu() - controller0
     finally:
         fleet_vms(workdir, hosts, per_host, mem_mb, python, "stop")
     play = timings.play_span("Live-upgrade QEMU under the running VMs")
@@ -410,6 +469,7 @@ def fleet_run(workdir, count, per_host, mode, mem_mb, via_targets):
         results = []
     return {"rc": rc, "wall": wall, "makespan": play[1] - play[0] if play else None, "log": log,
             "host_times": host_times, "upgraded": len([r for r in results if r.get("status") == "upgraded"]),
+            "cpu": cpu, "controller_cpu": controller, "guests_load": guests,
             "batches": len({r.get("batch") for r in results}), "vms": count * per_host,
             "pauses": [r["pause_ms"] for r in results if r.get("pause_ms") is not None]}
 
@@ -429,9 +489,11 @@ def part_fleet(a, run_base):
                 r.update(h=count, mode=mode)
                 rows.append(r)
                 say("   H=%d %-9s: rc %d, %d/%d upgraded in %d batch(es), makespan %.1f s (playbook %.1f s),"
-                    " per-host %.1f-%.1f s, max pause %.0f ms"
+                    " per-host %.1f-%.1f s, max pause %.0f ms; CPU %.1f s, %.1f s of it the controller's (%.1f s"
+                    " per host; idle guests %.2f cores besides)"
                     % (count, mode, r["rc"], r["upgraded"], r["vms"], r["batches"], r["makespan"] or -1, r["wall"],
-                       min(r["host_times"] or [0]), max(r["host_times"] or [0]), max(r["pauses"] or [0])))
+                       min(r["host_times"] or [0]), max(r["host_times"] or [0]), max(r["pauses"] or [0]), r["cpu"],
+                       r["controller_cpu"], r["cpu"] / count, r["guests_load"]))
                 if r["rc"] or r["upgraded"] != r["vms"]:
                     for line in benchlib.failures(r["log"]):
                         say("     " + line)
@@ -443,16 +505,32 @@ def part_fleet(a, run_base):
                 shutil.rmtree(workdir, ignore_errors=True)
     one = [r for r in rows if r["h"] == 1]
     base = one[0]["makespan"] if one else None
-    say("\n    H  batches    | makespan s | playbook s | one host's time s | makespan / one host | vs 1.3")
+    cores = os.cpu_count()
+    say("\n    H  batches    | makespan s | playbook s | one host's time s | makespan / one host | vs 1.3 |"
+        " CPU s | CPU / %d cores s" % cores)
     for r in rows:
         ratio = r["makespan"] / base if base and r["makespan"] else None
         verdict = "" if r["mode"] != "one-batch" and r["h"] != 1 else (
             "-" if ratio is None else "met" if ratio <= 1.3 else "MISSED")
-        say("  %3d  %-10s | %10.1f | %10.1f | %17.1f | %19s | %s"
+        say("  %3d  %-10s | %10.1f | %10.1f | %17.1f | %19s | %6s | %5.1f | %16.1f"
             % (r["h"], r["mode"], r["makespan"] or -1, r["wall"], base or -1,
-               "%.2f" % ratio if ratio else "-", verdict))
+               "%.2f" % ratio if ratio else "-", verdict, r["cpu"], r["cpu"] / cores))
     say("   (makespan: the upgrade play's start to its end, the report's appends included; one host's time: the"
-        " same play with H=1; the ratio is asked of the one-batch roll-out)")
+        " same play with H=1; the ratio is asked of the one-batch roll-out. CPU: what the whole machine spent"
+        " during the playbook (controller, SSH, every host's modules and new QEMUs), the idle guests' share"
+        " taken out; the namespace hosts share this machine's %d cores, so a roll-out cannot end before"
+        " CPU / %d cores)" % (cores, cores))
+    for r in rows:
+        ratio = r["makespan"] / base if base and r["makespan"] else None
+        if r["mode"] == "one-batch" and ratio and ratio > 1.3:
+            floor = r["cpu"] / cores
+            say("   H=%d one-batch missed 1.3: the machine had %.1f CPU-s of work, %.1f s on %d cores, and the"
+                " makespan was %.1f s (%.0f%% above that floor): the hosts wait for cores, not for each other."
+                " Per host: %.1f CPU-s (its modules, SSH and new QEMUs %.1f, the controller's share %.1f); the"
+                " controller: %.1f CPU-s in all." % (
+                    r["h"], r["cpu"], floor, cores, r["makespan"], 100 * (r["makespan"] / floor - 1),
+                    r["cpu"] / r["h"], (r["cpu"] - r["controller_cpu"]) / r["h"], r["controller_cpu"] / r["h"],
+                    r["controller_cpu"]))
     return rows
 
 
@@ -461,7 +539,7 @@ def part_fleet(a, run_base):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    p.add_argument("--parts", default="report,kvm,host,fleet")
+    p.add_argument("--parts", default="report,kvm,host,changed,fleet")
     p.add_argument("--vms", default="1,8,32", help="VMs on the one host")
     p.add_argument("--parallel", default="1,4,8", help="live_upgrade_parallel values")
     p.add_argument("--hosts", default="1,4,8", help="fleet sizes")
@@ -501,6 +579,8 @@ def main():
             kvm.part([int(x) for x in a.kvm_sizes.split(",")], a.kvm_rounds, started)
         if "host" in parts:
             part_host(a, workdir, started)
+        if "changed" in parts:
+            part_changed(a, workdir, started)
         if "fleet" in parts:
             part_fleet(a, os.path.dirname(vmlab.RUN_BASE))
         seen = benchlib.others()
