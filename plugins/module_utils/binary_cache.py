@@ -15,8 +15,12 @@ shows it, never by its path:
   one rewritten in place has another change time, which no one can set back;
 - the directories from the root it runs in down to it (mode, owner, group): who
   may reach it;
-- that root (its mount namespace and inode) and who it runs as (uid, gid,
-  groups): a binary may run as root and fail as QEMU's user.
+- that root (its inode, and the user namespace that owns the mount namespace
+  it is seen in) and who it runs as (uid, gid, groups): a binary may run as
+  root and fail as QEMU's user.  Mount namespaces that root made (a chroot'ed
+  VM's, a systemd unit's private one, one per VM) share answers: only root
+  could mount anything in them.  One that a VM's user made (in a user namespace
+  of their own) is theirs alone, and so are its answers.
 
 The answers are only ever looked up after trust.py has judged the binary (which
 it is, every time): an entry never makes an untrusted binary look like a
@@ -30,6 +34,7 @@ fails a module: without the directory the binary is simply run again.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +55,8 @@ STALE_TEMP_S = 60
 _TEMP = ".tmp-"
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.json$")
 _PROC_ROOT = re.compile(r"^/proc/([0-9]+)/root/?$")
+# ioctl_ns(2): the user namespace that owns a namespace, as a new descriptor.
+NS_GET_USERNS = 0xb701
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
@@ -88,12 +95,25 @@ def _file_id(st):
             st.st_uid, st.st_gid]
 
 
+def _namespace_owner(ns_path):
+    """The user namespace that owns the namespace at ``ns_path`` (ioctl_ns(2) NS_GET_USERNS)."""
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    finally:
+        os.close(fd)
+    try:
+        return os.readlink("/proc/self/fd/%d" % owner)
+    finally:
+        os.close(owner)
+
+
 def _host_root(root):
-    """The root as a host path, and the mount namespace the binary is run in."""
+    """The root as a host path, and who owns the mount namespace the binary is run in."""
     m = _PROC_ROOT.match(root)
     if m:
-        return root.rstrip("/"), os.readlink("/proc/%s/ns/mnt" % m.group(1))
-    return os.path.realpath(root), os.readlink("/proc/self/ns/mnt")
+        return root.rstrip("/"), _namespace_owner("/proc/%s/ns/mnt" % m.group(1))
+    return os.path.realpath(root), _namespace_owner("/proc/self/ns/mnt")
 
 
 def _directories(host_root, host_path):

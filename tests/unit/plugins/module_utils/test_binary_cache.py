@@ -12,6 +12,7 @@ import pathlib
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -269,10 +270,32 @@ def test_the_key_is_the_file_its_directories_its_root_and_who_runs_it(qemu):
         assert pinned.unchanged()
     assert key["file"][:5] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     assert key["run_as"] == [64055, 64055, [5, 64055]]
-    assert key["root"][0] == os.readlink("/proc/self/ns/mnt")
+    # Who owns the mount namespace it is seen in (here, this process's own user namespace).
+    assert key["root"][0] == os.readlink("/proc/self/ns/user")
     assert len(key["directories"]) == len(pathlib.Path(str(qemu)).parents)
     # A process in this root shows the same binary through /proc/PID/root: the same key.
     with binary_cache.pin("/proc/%d/root%s" % (os.getpid(), qemu), st, "/proc/%d/root" % os.getpid(),
                           (64055, 64055, [5, 64055])) as pinned:
         assert pinned.key == key
     assert binary_cache.pin(str(qemu) + ".gone", st, "/", None) is None
+
+
+@pytest.mark.parametrize("unshare, shared", [(["--mount"], True), (["--user", "--map-root-user", "--mount"], False)],
+                         ids=["root-made-namespace-shares", "a-user-namespaces-own-does-not"])
+def test_a_binary_seen_from_another_mount_namespace_is_keyed_by_who_owns_that_namespace(qemu, unshare, shared):
+    """A VM in a private mount namespace root made (a chroot'ed VM's, a systemd unit's) sees the binary as the host
+    does: one entry serves both. One made in a user namespace of its own (whoever made it could mount anything
+    there) gets entries of its own."""
+    proc = subprocess.Popen(["unshare"] + unshare + ["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink("/proc/%d/ns/mnt" % proc.pid) == os.readlink("/proc/self/ns/mnt"):
+            assert time.monotonic() < deadline, "unshare made no mount namespace"
+            time.sleep(0.01)
+        st = os.stat(str(qemu))
+        with binary_cache.pin(str(qemu), st, "/", None) as here:
+            with binary_cache.pin("/proc/%d/root%s" % (proc.pid, qemu), st, "/proc/%d/root" % proc.pid, None) as there:
+                assert (here.key == there.key) is shared
+    finally:
+        proc.kill()
+        proc.wait()
