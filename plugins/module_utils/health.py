@@ -48,9 +48,6 @@ AGENT_PORT_NAME = "org.qemu.guest_agent.0"
 # The QEMU devices that are a virtio-serial port a guest agent can listen on.
 PORT_DRIVERS = ("virtserialport", "virtconsole")
 SENTINEL = b"\xff"
-# /proc/net/unix: the flag of a listening socket (__SO_ACCEPTCON), the state of a connected one.
-_SO_ACCEPTCON = 0x10000
-_SS_CONNECTED = "03"
 
 
 class HealthError(Exception):
@@ -128,27 +125,10 @@ def runstate(qmp_socket, pid, timeout):
         raise HealthError("qmp", "QMP on %s: %s" % (qmp_socket, e.message))
 
 
-def _names(pid, name, path):
-    """Whether a socket name as QEMU bound it is the file at ``path``: an absolute name is in QEMU's root, a
-    relative one (a command line's relative path) in its working directory."""
-    where = "/proc/%d/root%s" % (pid, name) if name.startswith("/") else "/proc/%d/cwd/%s" % (pid, name)
-    try:
-        return os.path.samefile(where, path)
-    except OSError:
-        return False
-
-
 def socket_use(pid, path):
     """(whether QEMU ``pid`` listens on the UNIX socket file at ``path``, whether it holds an accepted
-    connection on it), from QEMU's own /proc/PID/net/unix as qmp.listens_on and qmp.monitor_has_client read
-    it, and also for names QEMU bound relative to its working directory."""
-    listening = busy = False
-    # qmp.py's reading of the table; its public checks resolve absolute names only.
-    for name, socks in qmp._bound_names(pid, None).items():  # pylint: disable=protected-access
-        if _names(pid, name, path):
-            listening = listening or any(flags & _SO_ACCEPTCON for flags, _st in socks)
-            busy = busy or any(st == _SS_CONNECTED for _fl, st in socks)
-    return listening, busy
+    connection on it), from QEMU's own /proc/PID/net/unix."""
+    return qmp.listens_on(pid, path), qmp.monitor_has_client(pid, path)
 
 
 def _open_path(path):

@@ -150,9 +150,11 @@ def _bound_names(pid, proc_net_unix):
 
 
 def _names_path(pid, name, path):
-    """Whether a socket name as pid bound it (relative to its root) is the file at path."""
+    """Whether a socket name as pid bound it is the file at path: an absolute name is in pid's root, a relative
+    one (a command line's relative path) in its working directory."""
+    where = "/proc/%d/root%s" % (pid, name) if name.startswith("/") else "/proc/%d/cwd/%s" % (pid, name)
     try:
-        return os.path.samefile("/proc/%d/root%s" % (pid, name), path)
+        return os.path.samefile(where, path)
     except OSError:
         return False
 
