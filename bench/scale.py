@@ -227,6 +227,7 @@ def qmp_round_trips(workdir, mem_mb, started):
             vm.qmp_socket, 5.0, qemu_binary.probe(TARGET, vmlab.ROOT)))
         # qemu_cpr_info and qemu_cpr_upgrade are two processes: the second asks again what the first learnt.
         vm_facts._PER_IMAGE.clear()  # pylint: disable=protected-access
+        vm_facts._PER_BINARY.clear()  # pylint: disable=protected-access
         _c, s, _m = timed("save", lambda: upgrade.prepare(vm.qmp_socket, TARGET, dialect="cpr-transfer",
                                                           new_root=vmlab.ROOT, launcher=vmlab.launcher()))
         _c, s, _m = timed("switch", lambda: upgrade.switch(s))

@@ -22,7 +22,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.cpr.qemu.plugins.module_utils import live_update, readiness
+from ansible_collections.cpr.qemu.plugins.module_utils import readiness
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import live_update
 
 BINARY_STATES = ("present", "replaced", "deleted")
 

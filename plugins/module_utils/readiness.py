@@ -12,7 +12,7 @@ operator can act on; a dialect is ready only when it has no reasons.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.cpr.qemu.plugins.module_utils import live_update
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import live_update
 
 # In the order ``dialect: auto`` prefers them: an exec keeps the PID and needs
 # no second process; cpr-transfer works where exec is denied.

@@ -30,9 +30,9 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, live_update, process, session as sessions, state)
-from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions, state
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_exec, cpr_transfer, live_update
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError
 
 DIALECTS = {cpr_exec.MODE: cpr_exec, cpr_transfer.MODE: cpr_transfer, live_update.MODE: live_update}

@@ -22,7 +22,8 @@ import os
 import time
 import uuid
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, state, switch
+from ansible_collections.cpr.qemu.plugins.module_utils import process, state
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch
 
 LOCK_NAME = "session.json"
 # What the last finished upgrade of the VM did: outlives the lock.

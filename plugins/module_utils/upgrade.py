@@ -20,9 +20,9 @@ import os
 import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
-    cpr_exec, cpr_transfer, detached, identity, live_update, parallel, process, qemu_binary, readiness,
-    session as sessions, state, validation, vm_facts)
-from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+    detached, identity, parallel, process, qemu_binary, readiness, session as sessions, state, validation, vm_facts)
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_exec, cpr_transfer, live_update
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time
 
 DIALECTS = {cpr_exec.MODE: cpr_exec, cpr_transfer.MODE: cpr_transfer, live_update.MODE: live_update}

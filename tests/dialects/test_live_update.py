@@ -15,8 +15,9 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import live_update, session as sessions, upgrade
-from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils import session as sessions, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import live_update
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection
 
 VERSIONS = (5, 6, 8)

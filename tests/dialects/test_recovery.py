@@ -11,9 +11,10 @@ import pytest
 
 import vmlab
 from conftest import switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import cpr_exec, cpr_transfer, upgrade, validation
+from ansible_collections.cpr.qemu.plugins.module_utils import upgrade, validation
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_exec, cpr_transfer
 from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions, state
-from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection
 
 TARGET = "/usr/bin/qemu-system-x86_64"

@@ -17,7 +17,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils import fault
-from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
 MODE = "cpr-exec"

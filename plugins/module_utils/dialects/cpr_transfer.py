@@ -32,7 +32,7 @@ import subprocess
 import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, session as sessions, state, validation
-from ansible_collections.cpr.qemu.plugins.module_utils import switch as common
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
 
 MODE = "cpr-transfer"

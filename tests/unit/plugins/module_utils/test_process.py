@@ -73,7 +73,7 @@ def test_mask_text_hides_argv_secrets_urls_and_rbd_keys():
 
 
 def test_cpr_transfer_log_tail_is_masked(tmp_path):
-    from ansible_collections.cpr.qemu.plugins.module_utils import cpr_transfer
+    from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_transfer
     log = tmp_path / "new-qemu.log"
     log.write_text("x" * 1000 + "\nqemu: -object secret,id=s0,data=c2VjcmV0: Permission denied\n")
     tail = cpr_transfer._log_tail(str(log), ["qemu", "-object", "secret,id=s0,data=c2VjcmV0"])

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.cpr.qemu.plugins.module_utils import cpr_transfer
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_transfer
 
 
 def _session(path):

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import switch
+from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch
 
 
 def test_a_bound_socket_is_not_listening_until_listen(tmp_path):
