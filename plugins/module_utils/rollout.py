@@ -193,12 +193,12 @@ class Host(object):
             results[i] = self._verified_result(entries[i], outcome, step, span)
         return results
 
-    def run(self, entries, parallel, limits):
-        """Every entry, ``parallel`` at a time, within LIMITS.  Returns (results, halted): a VM whose batch did
+    def run(self, entries, at_once, limits):
+        """Every entry, ``at_once`` at a time, within LIMITS.  Returns (results, halted): a VM whose batch did
         not start is ``skipped`` with the reason, which is also ``halted``."""
         results, halted = [], ""
-        for start in range(0, len(entries), parallel):
-            chunk = entries[start:start + parallel]
+        for start in range(0, len(entries), at_once):
+            chunk = entries[start:start + at_once]
             stop = limits.stop_before(halted)
             if stop:
                 halted = stop

@@ -58,7 +58,7 @@ options:
     type: dict
   sessions:
     description:
-      - Several VMs' sessions, switched at once, each in its own thread: their re-checks and new QEMUs run side
+      - Several VMs' sessions, switched at once, each in its own thread. Their re-checks and new QEMUs run side
         by side, their pauses one after another, each as short as a VM's alone.
       - One VM's failed switch never touches another's; RV(switches) has each VM's outcome and the
         task fails if any VM failed.
