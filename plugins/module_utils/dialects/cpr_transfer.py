@@ -310,7 +310,9 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
             rollback("the new QEMU exited before listening (status %s)" % proc.returncode)
         if time.monotonic() > deadline:
             rollback("the new QEMU did not listen on %s in %ss" % (session["cpr_socket"], timeout))
-        time.sleep(0.001)
+        # Before the pause, so a slower poll costs the guest nothing; with many switches at once, a poll every
+        # millisecond took the CPU the new QEMUs needed to start.
+        time.sleep(0.01)
 
     with turn.pause():
         # The others' pauses may have come first: the migration gets the whole timeout.
