@@ -22,7 +22,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import diff, health, parallel, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, health, parallel, upgrade, vm_facts
 
 UNPAUSED = "old QEMU, not paused"
 UNKNOWN = "unknown: check it with cpr.qemu.qemu_cpr_info and settle it with cpr.qemu.qemu_cpr_recover"
@@ -197,6 +197,9 @@ class Host(object):
         """Every entry, ``at_once`` at a time, within LIMITS.  Returns (results, halted): a VM whose batch did
         not start is ``skipped`` with the reason, which is also ``halted``."""
         results, halted = [], ""
+        if self.check_mode:
+            # Nothing is paused in check mode: a plan checks as many VMs side by side as discovery inspects.
+            at_once = max(at_once, vm_facts.INSPECTIONS_AT_ONCE)
         for start in range(0, len(entries), at_once):
             chunk = entries[start:start + at_once]
             stop = limits.stop_before(halted)

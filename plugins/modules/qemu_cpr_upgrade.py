@@ -70,6 +70,7 @@ options:
     description:
       - How many VMs switch at once. Their checks, new QEMUs and verifications run side by side; their pauses
         come one after another, each as short as a VM's alone.
+      - In check mode, where nothing is paused, at least 8 VMs are checked at once.
     type: int
     default: 1
   pause_budget_ms:

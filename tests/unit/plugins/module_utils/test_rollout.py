@@ -131,6 +131,14 @@ def test_batches_of_parallel_vms(monkeypatch):
     assert [r["status"] for r in results] == ["upgraded"] * 5 and halted == ""
 
 
+def test_check_mode_checks_vms_as_many_at_once_as_discovery(monkeypatch):
+    steps = Steps(monkeypatch)
+    results, halted = _host(check_mode=True).run([_entry("vm%d" % i) for i in range(10)], 1,
+                                                 rollout.Limits(clock=Clock()))
+    assert [len(b) for b in steps.batches] == [8, 2]
+    assert [r["status"] for r in results] == ["planned"] * 10 and halted == ""
+
+
 @pytest.mark.parametrize("first, limits, halted", [
     # The window closes after the first batch (the clock moves 1 s per reading).
     ("ok", dict(deadline=T0 + 2.5), "maintenance window closed at 2023-11-14T22:13:22Z"),
