@@ -46,8 +46,9 @@ class Turns(object):
 
     The work before a pause (re-checks, starting the new QEMU) gains from running side by side; pauses that
     overlap on a few cores only lengthen each other (bench/scale.py, 8 VMs 8 at once on 2 cores: the longest
-    pause was 120 ms against 15 ms for one VM alone; one at a time, 8 ms against 6). A switch waits at most READY_WAIT seconds for the others to be ready, so one whose
-    new QEMU is slow to start holds no other's pause for long; its guest is not paused while it waits.
+    pause was 120 ms against 15 ms for one VM alone; one at a time, 8 ms against 6). A switch waits at most
+    READY_WAIT seconds for the others to be ready, so one whose new QEMU is slow to start holds no other's pause
+    for long; its guest is not paused while it waits.
     """
 
     READY_WAIT = 5.0
