@@ -144,57 +144,34 @@ def learn_options(pid, argv):
     return None
 
 
-# What a QEMU binary says of itself over QMP (its version and machine types, and from its schema the commands and
-# migration modes it has) is the same in every process that runs it: asked once per module run and binary file for
-# each user it runs as, so that a QEMU that lies about its binary misleads no other user's VMs. query-qmp-schema
-# alone costs QEMU some 60 times what query-status does.
-_PER_BINARY = {}
 # What one process cannot change while it runs one binary with one argv (a cpr-exec keeps the PID and its start
-# time, not the binary or the argv): its machine type and accelerator. The re-check right before the pause does
-# not ask again what the checkpoint asked.
+# time, not the binary or the argv): asked of QEMU once per module run, so the re-check right before the pause
+# does not ask again what the checkpoint asked. (Not shared between processes of one binary: an argv can change
+# what QMP introspection shows, as -compat unstable-output=hide does.)
 _PER_IMAGE = {}
 
 
-def _binary_key(pid):
-    """The file a process runs (as its open file shows it) and who runs it, or None where that cannot be read."""
-    try:
-        st = os.stat("/proc/%d/exe" % pid)
-        uid, gid, groups = process.credentials(pid)
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, uid, gid, tuple(sorted(groups)))
-
-
-def _per_binary(conn, key):
-    known = _PER_BINARY.get(key) if key is not None else None
+def _per_image(conn, key, argv_accel):
+    known = _PER_IMAGE.get(key) if key[1] is not None else None
     if known is None:
+        version = conn.execute("query-version")
+        machine_type = (_qom_get(conn, "/machine", "type") or "")
+        if machine_type.endswith(_MACHINE_SUFFIX):
+            machine_type = machine_type[:-len(_MACHINE_SUFFIX)]
         # The schema lists every command: no query-commands, and no query-accelerators where there is none.
         schema = conn.execute("query-qmp-schema")
         commands = schema_commands(schema)
         cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
         known = {
-            "version": conn.execute("query-version"),
+            "version": version,
+            "machine_type": machine_type,
             "aliases": dict((m["alias"], m["name"]) for m in conn.execute("query-machines") if m.get("alias")),
-            "commands": commands,
+            "accelerator": accelerator(conn, argv_accel, commands),
             "migration_modes": migration_modes(schema),
             "cpr_exec_command": has_member(schema, "cpr-exec-command"),
             "cpr_commands": cpr_commands,
             "cpr_arguments": dict((c, command_arguments(schema, c)) for c in cpr_commands),
         }
-        if key is not None:
-            _PER_BINARY[key] = known
-    return known
-
-
-def _per_image(conn, key, argv_accel, binary_key):
-    known = _PER_IMAGE.get(key) if key[1] is not None else None
-    if known is None:
-        machine_type = (_qom_get(conn, "/machine", "type") or "")
-        if machine_type.endswith(_MACHINE_SUFFIX):
-            machine_type = machine_type[:-len(_MACHINE_SUFFIX)]
-        binary = _per_binary(conn, binary_key)
-        known = dict(binary, machine_type=machine_type,
-                     accelerator=accelerator(conn, argv_accel, binary["commands"]))
         if key[1] is not None:
             _PER_IMAGE[key] = known
     return known
@@ -211,8 +188,7 @@ def gather(conn):
     masked = process.mask_argv(argv)
     shown = process.parse_argv(masked)  # what results may carry: secrets masked
     binary = process.binary_facts(pid)
-    image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"],
-                       _binary_key(pid))
+    image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"])
     v = image["version"]["qemu"]
     status = conn.execute("query-status")
     machine_type = image["machine_type"]

@@ -57,7 +57,15 @@ def _module(given, fault_spec, tmp_path):
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {key: given, "switch_timeout": 60}}))
     env = dict(os.environ, **{fault.ENV: fault_spec})
     return subprocess.Popen([sys.executable, qemu_cprexec.__file__, str(args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_default_signals)
+
+
+def _default_signals():
+    """The signals the tests send act as they do on a module that Ansible runs, even where this test run inherited
+    them ignored (under nohup, SIGHUP; in a background job of a shell without job control, SIGINT)."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _held(given):

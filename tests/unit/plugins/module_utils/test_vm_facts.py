@@ -89,31 +89,22 @@ def test_a_monitor_held_by_libvirt_is_reported_as_libvirts(monkeypatch):
     assert "upgrade it through libvirt" in report["error"]
 
 
-def test_what_a_qemu_binary_or_process_cannot_change_is_asked_once(monkeypatch):
+def test_what_a_qemu_image_cannot_change_is_asked_once_per_process_binary_and_argv(monkeypatch):
     monkeypatch.setattr(vm_facts, "_PER_IMAGE", {})
-    monkeypatch.setattr(vm_facts, "_PER_BINARY", {})
     answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
                "qom-get": "pc-q35-10.0-machine", "query-qmp-schema": SCHEMA, "query-kvm": {"enabled": False},
                "query-machines": [{"name": "pc-q35-11.1", "alias": "q35"}]}
     conn = FakeQMP(answers)
-    binary = (8, 1234, 4096, 1, 2, 64055, 64055, (64055,))
-    key = (4242, 1000, (8, 1234), ("/usr/bin/qemu-system-x86_64", "-S"))
-    first = vm_facts._per_image(conn, key, None, binary)
+    key = (4242, 1000, (1, 2), ("/usr/bin/qemu-system-x86_64", "-S"))
+    first = vm_facts._per_image(conn, key, None)
     assert first["machine_type"] == "pc-q35-10.0" and first["aliases"] == {"q35": "pc-q35-11.1"}
     assert first["cpr_commands"] == ["cprsave"] and first["accelerator"] == "tcg"
-
-    def asks(image_key, binary_key):
-        before = len(conn.asked)
-        vm_facts._per_image(conn, image_key, None, binary_key)
-        return conn.asked[before:]
+    asked = len(conn.asked)
     # The re-check before the pause: the same process, binary and argv.
-    assert asks(key, binary) == []
-    # Another VM on the same binary file, run as the same user: only what is its own.
-    assert asks((4343, 1001, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
-    # The same PID after an exec (another argv or binary), or a process whose start time was not read.
-    assert asks((4242, 1000, (8, 1234), key[3] + ("-incoming", "defer")), binary) == ["qom-get", "query-kvm"]
-    assert asks((4242, None, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
-    assert asks((4242, None, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
-    # The binary as another user runs it, another binary file, or one whose file could not be read: asked anew.
-    for pid, other in enumerate((binary[:5] + (0, 0, ()), (8, 1234, 4096, 1, 3) + binary[5:], None), 5000):
-        assert "query-qmp-schema" in asks((pid, 1, (8, 1234), key[3]), other)
+    assert vm_facts._per_image(conn, key, None) == first and len(conn.asked) == asked
+    # The same PID after an exec (another argv or binary), or a process whose start time was not read: asked again.
+    for other in ((4242, 1000, (1, 2), key[3] + ("-incoming", "defer")), (4242, 1000, (1, 3), key[3]),
+                  (4242, None, (1, 2), key[3]), (4242, None, (1, 2), key[3])):
+        before = len(conn.asked)
+        vm_facts._per_image(conn, other, None)
+        assert "query-qmp-schema" in conn.asked[before:]
