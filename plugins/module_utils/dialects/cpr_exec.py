@@ -43,17 +43,8 @@ def is_armed(conn, session):
     return params.get("mode") == MODE and params.get("cpr-exec-command") == exec_command(session)
 
 
-def switch(conn, session, timeout, qmp_timeout, record=common.ignore, turn=None):
-    """Pause, save, exec and resume.  Returns {new_pid, stop, resume}; raises SwitchFailed.
-
-    The guest is paused from the first command on: the whole switch takes its ``turn`` (switch.Turns).
-    """
-    del record  # a recovery learns where the guest is from the one process (its binary, its runstate)
-    with (turn or common.alone()).pause():
-        return _switch(conn, session, timeout, qmp_timeout)
-
-
 def _switch(conn, session, timeout, qmp_timeout):
+    """Pause, save, exec and resume.  Returns {new_pid, stop, resume}; raises SwitchFailed."""
     vm = session["vm"]
     deadline = time.monotonic() + timeout
     old_identity = common.socket_identity(session["qmp_socket_host"])
@@ -98,6 +89,9 @@ def _switch(conn, session, timeout, qmp_timeout):
                                   guest="new QEMU, PID %d, not resumed" % pid, recovered=False)
     new.close()
     return {"new_pid": pid, "new_pid_starttime": start, "stop": stop, "resume": resume}
+
+
+switch = common.paused_throughout(_switch)
 
 
 def migration_error_or(conn, status):

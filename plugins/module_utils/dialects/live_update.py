@@ -181,17 +181,8 @@ def _exec(conn, session, timeout):
         _back_to_old(conn, session, "%s was accepted but QEMU did not exec within %ss" % (proto["exec"], timeout))
 
 
-def switch(conn, session, timeout, qmp_timeout, record=common.ignore, turn=None):
-    """cprsave, cprexec, cprload.  Returns {new_pid, stop, resume}; raises SwitchFailed.
-
-    The guest is paused from the first command on: the whole switch takes its ``turn`` (switch.Turns).
-    """
-    del record  # a recovery learns where the guest is from the one process (its binary, its runstate)
-    with (turn or common.alone()).pause():
-        return _switch(conn, session, timeout, qmp_timeout)
-
-
 def _switch(conn, session, timeout, qmp_timeout):
+    """cprsave, cprexec, cprload.  Returns {new_pid, stop, resume}; raises SwitchFailed."""
     proto = session["protocol"]
     vm, pid, start = session["vm"], session["pid"], session["pid_starttime"]
     deadline = time.monotonic() + timeout
@@ -237,6 +228,9 @@ def _switch(conn, session, timeout, qmp_timeout):
     finally:
         new.close()
     return {"new_pid": pid, "new_pid_starttime": start, "stop": stop, "resume": resume}
+
+
+switch = common.paused_throughout(_switch)
 
 
 def _json(args):

@@ -109,6 +109,19 @@ def alone():
     return Turns(1).member()
 
 
+def paused_throughout(switch_body):
+    """A dialect's switch(conn, session, timeout, qmp_timeout, record, turn) from ``switch_body(conn, session,
+    timeout, qmp_timeout)``, for dialects whose guest is paused from the first command on: the whole switch takes
+    its turn. Nothing is recorded on the way: a recovery learns where the guest is from the one process (its
+    binary, its runstate)."""
+    def switch(conn, session, timeout, qmp_timeout, record=ignore, turn=None):
+        del record
+        with (turn or alone()).pause():
+            return switch_body(conn, session, timeout, qmp_timeout)
+    switch.__doc__ = switch_body.__doc__
+    return switch
+
+
 def starttime(pid):
     """Start time of a process in clock ticks, or None if it does not exist (or is a zombie)."""
     try:
