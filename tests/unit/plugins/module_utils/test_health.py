@@ -16,8 +16,7 @@ import time
 import pytest
 
 from ansible_collections.cpr.qemu.plugins.module_utils import health
-
-GREETING = {"QMP": {"version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""}, "capabilities": []}}
+from ansible_collections.cpr.qemu.tests.unit.plugins.module_utils import qmp_server
 
 
 def _serve(path, answer, accept_one=False):
@@ -52,23 +51,9 @@ def _lines(conn):
 
 
 def qmp_answer(status):
-    def answer(conn):
-        conn.sendall(json.dumps(GREETING).encode() + b"\r\n")
-        decoder, buf = json.JSONDecoder(), ""
-        while True:
-            data = conn.recv(4096)
-            if not data:
-                return
-            buf = (buf + data.decode()).lstrip()
-            while buf:
-                try:
-                    msg, end = decoder.raw_decode(buf)
-                except ValueError:
-                    break
-                buf = buf[end:].lstrip()
-                ret = {"status": status, "running": status == "running"} if msg["execute"] == "query-status" else {}
-                conn.sendall(json.dumps({"return": ret, "id": msg.get("id")}).encode() + b"\r\n")
-    return answer
+    def reply_to(cmd):
+        return [{"return": {"status": status, "running": status == "running"} if cmd == "query-status" else {}}]
+    return lambda conn: qmp_server.serve(conn, reply_to)
 
 
 def agent_answer(stale=False, silent=False, ping_error=False, seen=None):

@@ -7,7 +7,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import json
 import logging
 import os
 import socket
@@ -16,9 +15,7 @@ import threading
 import pytest
 
 from ansible_collections.cpr.qemu.plugins.module_utils import qmp
-
-GREETING = {"QMP": {"version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
-                    "capabilities": ["oob"]}}
+from ansible_collections.cpr.qemu.tests.unit.plugins.module_utils import qmp_server
 
 
 class FakeQMP:
@@ -35,41 +32,19 @@ class FakeQMP:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
-    def _send(self, obj):
-        self.conn.sendall(json.dumps(obj).encode() + b"\r\n")
-
     def _serve(self):
         self.conn = self.listener.accept()[0]
         if self.on_accept:
             self.on_accept(self.conn)
             return
-        self._send(GREETING)
-        buf = ""
-        decoder = json.JSONDecoder()
-        while True:
-            data = self.conn.recv(4096)
-            if not data:
-                return
-            buf = (buf + data.decode()).lstrip()
-            # QMP is a stream of JSON objects; clients need not end them with newlines.
-            while buf:
-                try:
-                    msg, end = decoder.raw_decode(buf)
-                except ValueError:
-                    break
-                buf = buf[end:].lstrip()
-                cmd = msg.get("execute")
-                answer = {"return": {}} if cmd == "qmp_capabilities" else self.answers.get(cmd)
-                if answer == "hang":
-                    continue
-                if answer == "close":
-                    self.conn.close()
-                    return
-                for event in (answer or {}).get("events", []):
-                    self._send(event)
-                reply = dict((k, v) for k, v in (answer or {"return": {}}).items() if k != "events")
-                reply["id"] = msg.get("id")
-                self._send(reply)
+        qmp_server.serve(self.conn, self._reply_to)
+
+    def _reply_to(self, cmd):
+        answer = {"return": {}} if cmd == "qmp_capabilities" else self.answers.get(cmd)
+        if answer in ("hang", "close"):
+            return answer
+        reply = dict((k, v) for k, v in (answer or {"return": {}}).items() if k != "events")
+        return (answer or {}).get("events", []) + [reply]
 
     def close(self):
         for s in (self.conn, self.listener):
