@@ -9,6 +9,7 @@ that keeps a guest from being stopped by a cprsave whose cprexec would fail.
 """
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -56,6 +57,18 @@ def _wait_gone(vm, timeout=10):
 
 # --- the simulator behaves as the series does ---------------------------------
 
+
+@pytest.mark.parametrize("series", VERSIONS)
+def test_each_build_follows_one_version_of_the_series(series):
+    """As a real build carries one version of the series, so does each build of the simulator: its command line
+    cannot make it another (one binary, one QMP schema)."""
+    other = 6 if series == 5 else 5
+    done = subprocess.run([vmlab.sim_binary(series), "-simulate-series", str(other), "-version"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert "this build simulates version %d of the series" % series in done.stderr
+
+
 @pytest.mark.parametrize("series", VERSIONS)
 def test_series_checks_arguments_as_qemu_does(lab_vm, series):
     """A driver that sends the wrong argument names is refused, in QEMU's words, before anything happens."""
@@ -65,8 +78,8 @@ def test_series_checks_arguments_as_qemu_does(lab_vm, series):
     _refused(vm, save, {other: vm.run_dir + "/state", "mode": "restart"}, "Parameter '%s' is missing" % FILE_KEY[series])
     _refused(vm, save, dict(_save_args(vm, series), extra=1), "Parameter 'extra' is unexpected")
     _refused(vm, save, _save_args(vm, series, mode="bogus"), "Parameter 'mode' does not accept value 'bogus'")
-    _refused(vm, exec_, {"args": [vmlab.SIM_BIN]}, "Parameter 'argv' is missing")
-    _refused(vm, exec_, {"argv": [vmlab.SIM_BIN], "args": []}, "Parameter 'args' is unexpected")
+    _refused(vm, exec_, {"args": [vmlab.sim_binary(series)]}, "Parameter 'argv' is missing")
+    _refused(vm, exec_, {"argv": [vmlab.sim_binary(series)], "args": []}, "Parameter 'args' is unexpected")
     _refused(vm, exec_, {"argv": [1]}, "Invalid parameter type for 'argv[0]', expected: string")
     _refused(vm, exec_, {"argv": "x"}, "Invalid parameter type for 'argv', expected: array")
     if series == 8:
@@ -117,11 +130,11 @@ def test_series_v8_blockers_at_cpr_save(lab_vm):
 def test_series_refusals_around_exec_and_load(lab_vm, series):
     save, exec_, load = COMMANDS[series]
     vm = _sim(lab_vm, "lu-refuse", series)
-    _refused(vm, exec_, {"argv": [vmlab.SIM_BIN]}, "runstate is not save-vm")
+    _refused(vm, exec_, {"argv": [vmlab.sim_binary(series)]}, "runstate is not save-vm")
     _refused(vm, load, _load_args(vm, series), "%s called for a running VM" % load)
     vm.qmp(save, _save_args(vm, series, mode="reboot"))
     assert vm.qmp("query-status")["status"] == "save-vm"
-    _refused(vm, exec_, {"argv": [vmlab.SIM_BIN]}, "%s requires %s with restart mode" % (exec_, save))
+    _refused(vm, exec_, {"argv": [vmlab.sim_binary(series)]}, "%s requires %s with restart mode" % (exec_, save))
     assert oct(os.stat(vm.run_dir + "/state").st_mode & 0o777) == "0o600"
     with open(vm.run_dir + "/not-state", "w") as f:
         f.write("garbage")
@@ -149,7 +162,7 @@ def test_series_refuses_exec_on_xen(lab_vm, series):
     save, exec_, _load = COMMANDS[series]
     vm = _sim(lab_vm, "lu-xen", series, xen=True)
     vm.qmp(save, _save_args(vm, series))
-    _refused(vm, exec_, {"argv": [vmlab.SIM_BIN]}, "xen does not support %s" % exec_)
+    _refused(vm, exec_, {"argv": [vmlab.sim_binary(series)]}, "xen does not support %s" % exec_)
 
 
 def test_series_v5_refuses_a_file_chardev_at_cprexec(lab_vm):
@@ -199,7 +212,7 @@ def test_two_upgrades_in_a_row_keep_the_guest_in_memfd_ram(lab_vm, series):
     vm = _sim(lab_vm, "lu-cycle", series, binary_copy=True,
               extra_args=("-chardev", "socket,id=agent0,path=%s,server=on,wait=off" % agent))
     before = vm.wait_ticks(5)
-    for binary in (vmlab.SIM_BIN, vm.binary):
+    for binary in (vmlab.sim_binary(series), vm.binary):
         s, result = _upgrade(vm, binary)
         assert s["via"] == "/".join(COMMANDS[series])
         assert result["new_pid"] == result["old_pid"] == vm.pid
@@ -217,9 +230,9 @@ def test_two_upgrades_in_a_row_keep_the_guest_in_memfd_ram(lab_vm, series):
     assert switch_state(vm) == NO_STATE
 
 
-def _refused_before_pause(vm, message, binary=vmlab.SIM_BIN, **kw):
+def _refused_before_pause(vm, message, binary=None, **kw):
     with pytest.raises(upgrade.UpgradeError) as e:
-        upgrade.prepare(vm.qmp_socket, binary, **kw)
+        upgrade.prepare(vm.qmp_socket, binary or vmlab.sim_binary(vm.spec.series), **kw)
     assert message in e.value.message, e.value.message
     assert vm.qmp("query-status")["status"] in ("running", "paused")
     assert switch_state(vm) == NO_STATE
@@ -253,7 +266,7 @@ def test_precheck_missing_binary(lab_vm):
 def test_precheck_binary_not_executable(lab_vm):
     vm = _sim(lab_vm, "lu-noexec", binary_copy=True)
     target = vm.run_dir + "/qemu-not-executable"
-    shutil.copy2(vmlab.SIM_BIN, target)
+    shutil.copy2(vmlab.sim_binary(vm.spec.series), target)
     os.chmod(target, 0o644)
     _refused_before_pause(vm, "is not executable", binary=target)
 
@@ -272,7 +285,7 @@ def test_precheck_xen(lab_vm):
 def test_precheck_runstate(lab_vm):
     vm = _sim(lab_vm, "lu-prelaunch", paused=True, binary_copy=True)
     with pytest.raises(upgrade.UpgradeError) as e:
-        upgrade.prepare(vm.qmp_socket, vmlab.SIM_BIN)
+        upgrade.prepare(vm.qmp_socket, vmlab.sim_binary())
     assert "runstate is 'prelaunch'" in e.value.message
 
 
@@ -284,7 +297,7 @@ def test_precheck_new_argv(lab_vm, change, message):
     """An operator argv that would start the new binary without its memfds, or asking for more RAM
     than they hold, is refused at the switch."""
     vm = _sim(lab_vm, "lu-argv%d" % len(message), binary_copy=True)
-    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.SIM_BIN)
+    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.sim_binary())
     with pytest.raises(upgrade.UpgradeError) as e:
         upgrade.switch(s, argv=change(s["new_argv"]))
     assert message in e.value.message
@@ -295,7 +308,7 @@ def test_precheck_new_argv(lab_vm, change, message):
 
 def test_precheck_environment_over_the_exec_limit(lab_vm):
     vm = _sim(lab_vm, "lu-argmax", binary_copy=True)
-    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.SIM_BIN)
+    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.sim_binary())
     huge = s["new_argv"] + ["-name", "x" * (os.sysconf("SC_ARG_MAX"))]
     with pytest.raises(upgrade.UpgradeError) as e:
         upgrade.switch(s, argv=huge)
@@ -313,7 +326,7 @@ def test_exec_that_fails_after_every_check(lab_vm, series, no_shutdown):
     vm = _sim(lab_vm, "lu-execfail" + ("-ns" if no_shutdown else ""), series, no_shutdown=no_shutdown,
               binary_copy=True)
     target = vm.run_dir + "/qemu-vanishing"
-    shutil.copy2(vmlab.SIM_BIN, target)
+    shutil.copy2(vmlab.sim_binary(vm.spec.series), target)
     _changed, given, _msg = upgrade.prepare(vm.qmp_socket, target)
     s = sessions.load(given)
     os.unlink(target)

@@ -310,22 +310,28 @@ guest_initramfs() {
 }
 
 # The live-update SIMULATOR (no QEMU build with that series can be had): an
-# ELF that embeds Python and runs tests/simulator/liveupdate_sim.py, rebuilt
-# whenever either source changes.
+# ELF that embeds Python and runs tests/simulator/liveupdate_sim.py, one per
+# version of the series (sim/vN/qemu-system-x86_64, as each real build carries
+# one), rebuilt whenever either source changes.
 simulator() {
-    local src=$HERE/../simulator want have dir=$CACHE/sim
+    local src=$HERE/../simulator want have dir=$CACHE/sim series
     # The build embeds the script's path: a build made for another cache directory is rebuilt.
-    want=$( (cat "$src/shim.c" "$src/liveupdate_sim.py"; echo "$dir") | sha256sum | cut -d' ' -f1)
+    want=$( (cat "$src/shim.c" "$src/liveupdate_sim.py"; echo "$dir 5 6 8") | sha256sum | cut -d' ' -f1)
     have=$(cat "$dir/build.sha256" 2>/dev/null || true)
-    [ -x "$dir/qemu-system-x86_64" ] && [ "$want" = "$have" ] && return
+    [ -x "$dir/v8/qemu-system-x86_64" ] && [ "$want" = "$have" ] && return
     log "building the live-update simulator"
     command -v python3.11-config >/dev/null || die "python3.11-config is needed to build the simulator"
     mkdir -p "$dir"
+    rm -f "$dir/build.sha256" "$dir/qemu-system-x86_64"
     cp "$src/liveupdate_sim.py" "$dir/liveupdate_sim.py"
-    # shellcheck disable=SC2046
-    gcc -O1 -o "$dir/qemu-system-x86_64.partial" "$src/shim.c" -DSIM_SCRIPT="\"$dir/liveupdate_sim.py\"" \
-        $(python3.11-config --cflags) $(python3.11-config --embed --ldflags)
-    mv "$dir/qemu-system-x86_64.partial" "$dir/qemu-system-x86_64"
+    for series in 5 6 8; do
+        mkdir -p "$dir/v$series"
+        # shellcheck disable=SC2046
+        gcc -O1 -o "$dir/v$series/qemu-system-x86_64.partial" "$src/shim.c" \
+            -DSIM_SCRIPT="\"$dir/liveupdate_sim.py\"" -DSIM_SERIES="\"$series\"" \
+            $(python3.11-config --cflags) $(python3.11-config --embed --ldflags)
+        mv "$dir/v$series/qemu-system-x86_64.partial" "$dir/v$series/qemu-system-x86_64"
+    done
     echo "$want" >"$dir/build.sha256"
 }
 

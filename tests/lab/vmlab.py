@@ -56,8 +56,11 @@ QEMU_BIN = "/usr/bin/qemu-system-x86_64"
 
 IN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "in-root.sh")
 
-# The live-update SIMULATOR built by provision.sh (tests/simulator/).
-SIM_BIN = os.path.join(CACHE, "sim", "qemu-system-x86_64")
+
+def sim_binary(series=5):
+    """The live-update SIMULATOR's build for one version of the series (provision.sh, tests/simulator/)."""
+    return os.path.join(CACHE, "sim", "v%d" % series, "qemu-system-x86_64")
+
 
 QEMUS = {"10.0": None, "11.1": ROOT, "sim": None}  # version series -> root (None: host)
 
@@ -122,7 +125,7 @@ class VMSpec:
     # events.jsonl, so a test sees every STOP and RESUME independently of the
     # client under test.
     event_monitor: bool = False
-    # Simulator only: the version of the live-update series it follows (5:
+    # Simulator only: the version of the live-update series its binary follows (5:
     # cprsave..., 6: cpr-save..., 8: cpr-load with a mode, -cpr-enable), RAM
     # that survives the exec (5 and 6: -machine memfd-alloc=on; 8:
     # -cpr-enable restart and a shared memfd backend), a serial chardev that
@@ -327,11 +330,11 @@ class LabVM:
         """The binary QEMU runs, as seen from inside its root."""
         if self.spec.binary_copy:
             return os.path.join(self.run_dir, "qemu-system-x86_64")
-        return SIM_BIN if self.spec.qemu == "sim" else QEMU_BIN
+        return sim_binary(self.spec.series) if self.spec.qemu == "sim" else QEMU_BIN
 
     def _source_binary(self):
         if self.spec.qemu == "sim":
-            return SIM_BIN
+            return sim_binary(self.spec.series)
         return QEMU_BIN if self.root is None else self.root + QEMU_BIN
 
     def sim_args(self):
@@ -346,7 +349,7 @@ class LabVM:
         reopen = ("close-on-cpr" if s.series == 5 else "reopen-on-cpr") + "=on" if s.serial_reopen else None
         args += ["-machine", machine, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
                  "-chardev", ",".join(filter(None, ["file", "id=ser0", "path=" + self.serial_log, reopen])),
-                 "-serial", "chardev:ser0", "-simulate-series", str(s.series)]
+                 "-serial", "chardev:ser0"]
         if s.xen:
             args += ["-accel", "xen"]
         if s.no_shutdown:

@@ -9,7 +9,9 @@ behaviour below names the version and patch it follows ("V5 12/25" is patch
 12 of 25 of the series' fifth posting to qemu-devel); the facts were read from
 the posted patches, and no code of the series is here.
 
-Versions offered (``-simulate-series N``, default 5):
+Versions offered (``-simulate-series N``, default 5; the ELF that provision.sh
+builds for version N gives it ahead of the command line, once and for all, as a
+real build carries one version of the series):
 
 - **5** (V5, 2021-07-07): ``cprinfo``, ``cprsave {file, mode}``, ``cprexec
   {argv}``, ``cprload {file}`` (V5 03/25 "cpr: QMP interfaces for reboot",
@@ -157,6 +159,7 @@ class Config:
         self.cpr_enable = []
         self.vfio = []
         self.series = SERIES[5]
+        self._series_given = False
         self._parse(argv)
         self._check()
 
@@ -225,6 +228,11 @@ class Config:
         handlers[opt](val)
 
     def _simulate_series(self, val):
+        # A binary shows one QMP schema whatever its command line (the modules share what one process of a
+        # binary says of it with the binary's other processes): the series, given by the build, stays.
+        if self._series_given:
+            _fail("-simulate-series: this build simulates version %d of the series" % self.series["number"])
+        self._series_given = True
         if int(val) not in SERIES:
             _fail("-simulate-series: the simulator offers series versions %s" % sorted(SERIES))
         self.series = SERIES[int(val)]
