@@ -230,6 +230,7 @@ def qmp_round_trips(workdir, mem_mb, started):
             vm.qmp_socket, 5.0, qemu_binary.probe(TARGET, vmlab.ROOT)))
         # qemu_cpr_info and qemu_cpr_upgrade are two processes: the second asks again what the first learnt.
         vm_facts._PER_IMAGE.clear()  # pylint: disable=protected-access
+        vm_facts._PER_BINARY.clear()  # pylint: disable=protected-access
         _c, s, _m = timed("save", lambda: upgrade.prepare(vm.qmp_socket, TARGET, dialect="cpr-transfer",
                                                           new_root=vmlab.ROOT, launcher=vmlab.launcher()))
         _c, s, _m = timed("switch", lambda: upgrade.switch(s))
@@ -303,8 +304,11 @@ def part_host(a, workdir, started):
     say("   %-10s %8s %11s %9s %8s   commands" % ("phase", "commands", "connections", "probe s", "wall s"))
     for name, (cmds, conns, probe, wall, seq) in counts.items():
         say("   %-10s %8d %11d %9.2f %8.2f   %s" % (name, cmds, conns, probe, wall, " ".join(seq)))
-    say("   round trips before the pause (discovery + save + switch up to migrate; a connection counts as one): %d"
-        % before)
+    per_binary = sum(1 for name in ("discovery", "save") for c in counts[name][4]
+                     if c in ("query-qmp-schema", "query-version", "query-machines"))
+    say("   round trips before the pause (discovery + save + switch up to migrate; a connection counts as one): %d;"
+        " %d for each further VM on the same binary, -compat and user (a binary's version, machines and schema are"
+        " asked once per module run)" % (before, before - per_binary))
     rows = []
     for n in a.vms:
         for p in a.parallel:

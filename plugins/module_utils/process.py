@@ -167,7 +167,7 @@ def parse_argv(argv, options=None):
         "machine": None, "machine_options": {}, "accel": None, "sandbox": False,
         "spawn_denied": False, "qmp_sockets": [], "memory_objects": [], "incoming": [],
         "start_paused": False, "daemonize": False, "name": None, "vfio_devices": [],
-        "memory": {}, "chardevs": {}, "cpr_enable": [], "pidfile": None, "netdevs": [],
+        "memory": {}, "chardevs": {}, "cpr_enable": [], "pidfile": None, "netdevs": [], "compat": [],
     }
     monitors = []
     for _i, name, value in iter_options(argv) if options is None else options:
@@ -270,7 +270,7 @@ _PARSERS = {
     "machine": _machine, "M": _machine, "accel": _accel, "sandbox": _sandbox,
     "qmp": _qmp, "qmp-pretty": _qmp, "chardev": _chardev, "mon": _mon, "object": _object,
     "device": _device, "netdev": _netdev, "nic": _netdev, "net": _netdev, "m": _memory,
-    "cpr-enable": _appender("cpr_enable"), "incoming": _appender("incoming"),
+    "cpr-enable": _appender("cpr_enable"), "incoming": _appender("incoming"), "compat": _appender("compat"),
     "name": _setter("name", "guest"), "pidfile": _setter("pidfile"),
 }
 

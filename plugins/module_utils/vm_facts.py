@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import threading
 
 from ansible_collections.cpr.qemu.plugins.module_utils import (
     identity, parallel, process, qemu_binary, readiness, recover, session, state, trust)
@@ -144,34 +145,72 @@ def learn_options(pid, argv):
     return None
 
 
+# What a QEMU binary says of itself over QMP (its version and machine types, and from its schema the commands and
+# migration modes it has) is the same in every process that runs it with the same -compat policy (QEMU's only
+# option that changes what introspection shows, by hiding deprecated or unstable members): asked once per module
+# run, binary file, -compat and user, so that a QEMU that lies about its binary misleads no other user's VMs.
+# query-qmp-schema alone costs QEMU some 60 times what query-status does, and hundreds of milliseconds the first
+# time a process is asked.
+_PER_BINARY = {}
 # What one process cannot change while it runs one binary with one argv (a cpr-exec keeps the PID and its start
-# time, not the binary or the argv): asked of QEMU once per module run, so the re-check right before the pause
-# does not ask again what the checkpoint asked. (Not shared between processes of one binary: an argv can change
-# what QMP introspection shows, as -compat unstable-output=hide does.)
+# time, not the binary or the argv): its machine type and accelerator. The re-check right before the pause does
+# not ask again what the checkpoint asked.
 _PER_IMAGE = {}
 
 
-def _per_image(conn, key, argv_accel):
+def _binary_key(pid, compat):
+    """The file a process runs (as its open file shows it), its -compat policy and who runs it; None where that
+    cannot be read."""
+    try:
+        st = os.stat("/proc/%d/exe" % pid)
+        uid, gid, groups = process.credentials(pid)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, tuple(compat), uid, gid,
+            tuple(sorted(groups)))
+
+
+# VMs are inspected side by side: the first of a binary's VMs asks, the others wait for its answers.
+_ASKING = {}
+_ASKING_LOCK = threading.Lock()
+
+
+def _ask_binary(conn):
+    # The schema lists every command: no query-commands, and no query-accelerators where there is none.
+    schema = conn.execute("query-qmp-schema")
+    commands = schema_commands(schema)
+    cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
+    return {
+        "version": conn.execute("query-version"),
+        "aliases": dict((m["alias"], m["name"]) for m in conn.execute("query-machines") if m.get("alias")),
+        "commands": commands,
+        "migration_modes": migration_modes(schema),
+        "cpr_exec_command": has_member(schema, "cpr-exec-command"),
+        "cpr_commands": cpr_commands,
+        "cpr_arguments": dict((c, command_arguments(schema, c)) for c in cpr_commands),
+    }
+
+
+def _per_binary(conn, key):
+    if key is None:
+        return _ask_binary(conn)
+    with _ASKING_LOCK:
+        asking = _ASKING.setdefault(key, threading.Lock())
+    with asking:
+        if key not in _PER_BINARY:
+            _PER_BINARY[key] = _ask_binary(conn)
+    return _PER_BINARY[key]
+
+
+def _per_image(conn, key, argv_accel, binary_key):
     known = _PER_IMAGE.get(key) if key[1] is not None else None
     if known is None:
-        version = conn.execute("query-version")
         machine_type = (_qom_get(conn, "/machine", "type") or "")
         if machine_type.endswith(_MACHINE_SUFFIX):
             machine_type = machine_type[:-len(_MACHINE_SUFFIX)]
-        # The schema lists every command: no query-commands, and no query-accelerators where there is none.
-        schema = conn.execute("query-qmp-schema")
-        commands = schema_commands(schema)
-        cpr_commands = sorted(c for c in commands if c in CPR_COMMANDS)
-        known = {
-            "version": version,
-            "machine_type": machine_type,
-            "aliases": dict((m["alias"], m["name"]) for m in conn.execute("query-machines") if m.get("alias")),
-            "accelerator": accelerator(conn, argv_accel, commands),
-            "migration_modes": migration_modes(schema),
-            "cpr_exec_command": has_member(schema, "cpr-exec-command"),
-            "cpr_commands": cpr_commands,
-            "cpr_arguments": dict((c, command_arguments(schema, c)) for c in cpr_commands),
-        }
+        binary = _per_binary(conn, binary_key)
+        known = dict(binary, machine_type=machine_type,
+                     accelerator=accelerator(conn, argv_accel, binary["commands"]))
         if key[1] is not None:
             _PER_IMAGE[key] = known
     return known
@@ -188,7 +227,10 @@ def gather(conn):
     masked = process.mask_argv(argv)
     shown = process.parse_argv(masked)  # what results may carry: secrets masked
     binary = process.binary_facts(pid)
-    image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"])
+    # An argv not read for sure may hide a -compat: nothing is shared for it.
+    shared = None if options_error else _binary_key(pid, parsed["compat"])
+    image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"],
+                       shared)
     v = image["version"]["qemu"]
     status = conn.execute("query-status")
     machine_type = image["machine_type"]

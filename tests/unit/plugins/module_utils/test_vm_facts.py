@@ -5,9 +5,12 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import threading
+import time
+
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils import parallel, process, vm_facts
 
 SCHEMA = [{"name": "query-version", "meta-type": "command", "arg-type": "0", "ret-type": "1"},
           {"name": "cprsave", "meta-type": "command", "arg-type": "2", "ret-type": "0"},
@@ -89,22 +92,63 @@ def test_a_monitor_held_by_libvirt_is_reported_as_libvirts(monkeypatch):
     assert "upgrade it through libvirt" in report["error"]
 
 
-def test_what_a_qemu_image_cannot_change_is_asked_once_per_process_binary_and_argv(monkeypatch):
+def test_what_a_qemu_binary_or_process_cannot_change_is_asked_once(monkeypatch):
     monkeypatch.setattr(vm_facts, "_PER_IMAGE", {})
+    monkeypatch.setattr(vm_facts, "_PER_BINARY", {})
     answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
                "qom-get": "pc-q35-10.0-machine", "query-qmp-schema": SCHEMA, "query-kvm": {"enabled": False},
                "query-machines": [{"name": "pc-q35-11.1", "alias": "q35"}]}
     conn = FakeQMP(answers)
-    key = (4242, 1000, (1, 2), ("/usr/bin/qemu-system-x86_64", "-S"))
-    first = vm_facts._per_image(conn, key, None)
+    binary = (8, 1234, 4096, 1, 2, (), 64055, 64055, (64055,))
+    key = (4242, 1000, (8, 1234), ("/usr/bin/qemu-system-x86_64", "-S"))
+    first = vm_facts._per_image(conn, key, None, binary)
     assert first["machine_type"] == "pc-q35-10.0" and first["aliases"] == {"q35": "pc-q35-11.1"}
     assert first["cpr_commands"] == ["cprsave"] and first["accelerator"] == "tcg"
-    asked = len(conn.asked)
-    # The re-check before the pause: the same process, binary and argv.
-    assert vm_facts._per_image(conn, key, None) == first and len(conn.asked) == asked
-    # The same PID after an exec (another argv or binary), or a process whose start time was not read: asked again.
-    for other in ((4242, 1000, (1, 2), key[3] + ("-incoming", "defer")), (4242, 1000, (1, 3), key[3]),
-                  (4242, None, (1, 2), key[3]), (4242, None, (1, 2), key[3])):
+
+    def asks(image_key, binary_key):
         before = len(conn.asked)
-        vm_facts._per_image(conn, other, None)
-        assert "query-qmp-schema" in conn.asked[before:]
+        vm_facts._per_image(conn, image_key, None, binary_key)
+        return conn.asked[before:]
+    # The re-check before the pause: the same process, binary and argv.
+    assert asks(key, binary) == []
+    # Another VM on the same binary file with the same -compat, run as the same user: only what is its own.
+    assert asks((4343, 1001, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
+    # The same PID after an exec (another argv or binary), or a process whose start time was not read.
+    assert asks((4242, 1000, (8, 1234), key[3] + ("-incoming", "defer")), binary) == ["qom-get", "query-kvm"]
+    assert asks((4242, None, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
+    assert asks((4242, None, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
+    # The binary with another -compat (which can hide members from its schema), as another user, another binary
+    # file, or one whose file or argv could not be read for sure: asked anew.
+    others = (binary[:5] + (("unstable-output=hide",),) + binary[6:], binary[:6] + (0, 0, ()),
+              (8, 1234, 4096, 1, 3) + binary[5:], None)
+    for pid, other in enumerate(others, 5000):
+        assert "query-qmp-schema" in asks((pid, 1, (8, 1234), key[3]), other)
+
+
+def test_vms_of_one_binary_inspected_side_by_side_ask_its_schema_once(monkeypatch):
+    monkeypatch.setattr(vm_facts, "_PER_BINARY", {})
+    monkeypatch.setattr(vm_facts, "_ASKING", {})
+    answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
+               "query-qmp-schema": SCHEMA, "query-machines": []}
+
+    class SlowSchema(FakeQMP):
+        def execute(self, command, arguments=None):
+            if command == "query-qmp-schema":
+                time.sleep(0.05)  # QEMU takes its time: the others ask in the meantime, if they ask at all
+            return FakeQMP.execute(self, command, arguments)
+
+    conns = [SlowSchema(answers) for _i in range(8)]
+    started = threading.Barrier(len(conns))
+
+    def one(conn):
+        started.wait()
+        return vm_facts._per_binary(conn, ("binary", "user"))
+    facts = parallel.side_by_side(one, conns, len(conns))
+    assert sum(c.asked.count("query-qmp-schema") for c in conns) == 1
+    assert all(f == facts[0] for f in facts)
+
+
+def test_the_compat_policy_of_an_argv_is_part_of_what_shares_a_schema():
+    argv = ["qemu-system-x86_64", "-compat", "deprecated-output=hide", "-name", "vm", "--compat",
+            "unstable-input=reject"]
+    assert process.parse_argv(argv)["compat"] == ["deprecated-output=hide", "unstable-input=reject"]
