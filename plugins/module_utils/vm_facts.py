@@ -147,10 +147,12 @@ def learn_options(pid, argv):
 
 # What a QEMU binary says of itself over QMP (its version and machine types, and from its schema the commands and
 # migration modes it has) is the same in every process that runs it with the same -compat policy (QEMU's only
-# option that changes what introspection shows, by hiding deprecated or unstable members): asked once per module
-# run, binary file, -compat and user, so that a QEMU that lies about its binary misleads no other user's VMs.
-# query-qmp-schema alone costs QEMU some 60 times what query-status does, and hundreds of milliseconds the first
-# time a process is asked.
+# option that changes what introspection shows, by hiding deprecated or unstable members). query-qmp-schema alone
+# costs QEMU some 60 times what query-status does, and hundreds of milliseconds the first time a process is asked.
+# So it is asked once per module run and binary file for the processes that could already reach one another (the
+# signals, files and monitor sockets of their user): same user and groups, LSM label and user namespace. A QEMU
+# that lies about its binary misleads no VM it could not already command: not another tenant's VM that runs as
+# the same user under another label (libvirt's sVirt), nor one in another user namespace.
 _PER_BINARY = {}
 # What one process cannot change while it runs one binary with one argv (a cpr-exec keeps the PID and its start
 # time, not the binary or the argv): its machine type and accelerator. The re-check right before the pause does
@@ -159,15 +161,17 @@ _PER_IMAGE = {}
 
 
 def _binary_key(pid, compat):
-    """The file a process runs (as its open file shows it), its -compat policy and who runs it; None where that
-    cannot be read."""
+    """The file a process runs (as its open file shows it), its -compat policy, and who runs it (user, groups,
+    LSM label, user namespace); None where any of it cannot be read."""
     try:
         st = os.stat("/proc/%d/exe" % pid)
         uid, gid, groups = process.credentials(pid)
+        label = identity.lsm_label(pid)
+        user_ns = os.stat("/proc/%d/ns/user" % pid).st_ino
     except (OSError, KeyError, ValueError, IndexError):
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, tuple(compat), uid, gid,
-            tuple(sorted(groups)))
+            tuple(sorted(groups)), label, user_ns)
 
 
 # VMs are inspected side by side: the first of a binary's VMs asks, the others wait for its answers.
@@ -196,10 +200,16 @@ def _per_binary(conn, key):
         return _ask_binary(conn)
     with _ASKING_LOCK:
         asking = _ASKING.setdefault(key, threading.Lock())
-    with asking:
+    # No longer than one answer may take: a QEMU that stalls its answers holds up the others by that much at most,
+    # and then each asks for itself.
+    if not asking.acquire(timeout=conn.timeout):
+        return _ask_binary(conn)
+    try:
         if key not in _PER_BINARY:
             _PER_BINARY[key] = _ask_binary(conn)
-    return _PER_BINARY[key]
+        return _PER_BINARY[key]
+    finally:
+        asking.release()
 
 
 def _per_image(conn, key, argv_accel, binary_key):
@@ -228,7 +238,8 @@ def gather(conn):
     shown = process.parse_argv(masked)  # what results may carry: secrets masked
     binary = process.binary_facts(pid)
     # An argv not read for sure may hide a -compat: nothing is shared for it.
-    shared = None if options_error else _binary_key(pid, parsed["compat"])
+    unknown = process.unknown_options(argv)
+    shared = None if options_error or unknown else _binary_key(pid, parsed["compat"])
     image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"],
                        shared)
     v = image["version"]["qemu"]
@@ -261,7 +272,7 @@ def gather(conn):
         "package": image["version"].get("package", "").strip(),
         "runstate": status["status"],
         "argv": masked,
-        "unknown_options": process.unknown_options(argv),
+        "unknown_options": unknown,
         "options_error": options_error,
         "pidfile": parsed["pidfile"],
         "managed_by": manager(parsed),

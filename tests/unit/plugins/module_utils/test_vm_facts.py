@@ -21,6 +21,8 @@ SCHEMA = [{"name": "query-version", "meta-type": "command", "arg-type": "0", "re
 class FakeQMP(object):
     """Answers QMP commands from a dict and records each one asked (a round trip)."""
 
+    timeout = 5.0
+
     def __init__(self, answers):
         self.answers, self.asked = answers, []
 
@@ -99,7 +101,7 @@ def test_what_a_qemu_binary_or_process_cannot_change_is_asked_once(monkeypatch):
                "qom-get": "pc-q35-10.0-machine", "query-qmp-schema": SCHEMA, "query-kvm": {"enabled": False},
                "query-machines": [{"name": "pc-q35-11.1", "alias": "q35"}]}
     conn = FakeQMP(answers)
-    binary = (8, 1234, 4096, 1, 2, (), 64055, 64055, (64055,))
+    binary = (8, 1234, 4096, 1, 2, (), 64055, 64055, (64055,), None, 4026531837)
     key = (4242, 1000, (8, 1234), ("/usr/bin/qemu-system-x86_64", "-S"))
     first = vm_facts._per_image(conn, key, None, binary)
     assert first["machine_type"] == "pc-q35-10.0" and first["aliases"] == {"q35": "pc-q35-11.1"}
@@ -117,9 +119,11 @@ def test_what_a_qemu_binary_or_process_cannot_change_is_asked_once(monkeypatch):
     assert asks((4242, 1000, (8, 1234), key[3] + ("-incoming", "defer")), binary) == ["qom-get", "query-kvm"]
     assert asks((4242, None, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
     assert asks((4242, None, (8, 1234), key[3]), binary) == ["qom-get", "query-kvm"]
-    # The binary with another -compat (which can hide members from its schema), as another user, another binary
-    # file, or one whose file or argv could not be read for sure: asked anew.
-    others = (binary[:5] + (("unstable-output=hide",),) + binary[6:], binary[:6] + (0, 0, ()),
+    # The binary with another -compat (which can hide members from its schema), as another user, under another
+    # LSM label or in another user namespace, another binary file, or one whose file or argv could not be read for
+    # sure: asked anew.
+    others = (binary[:5] + (("unstable-output=hide",),) + binary[6:], binary[:6] + (0, 0, ()) + binary[9:],
+              binary[:9] + ("system_u:system_r:svirt_t:s0:c12,c34", binary[10]), binary[:10] + (4026532201,),
               (8, 1234, 4096, 1, 3) + binary[5:], None)
     for pid, other in enumerate(others, 5000):
         assert "query-qmp-schema" in asks((pid, 1, (8, 1234), key[3]), other)
@@ -146,6 +150,34 @@ def test_vms_of_one_binary_inspected_side_by_side_ask_its_schema_once(monkeypatc
     facts = parallel.side_by_side(one, conns, len(conns))
     assert sum(c.asked.count("query-qmp-schema") for c in conns) == 1
     assert all(f == facts[0] for f in facts)
+
+
+def test_a_stalled_answer_holds_the_others_up_no_longer_than_one_answer_may_take(monkeypatch):
+    monkeypatch.setattr(vm_facts, "_PER_BINARY", {})
+    monkeypatch.setattr(vm_facts, "_ASKING", {})
+    answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
+               "query-qmp-schema": SCHEMA, "query-machines": []}
+
+    class Stalling(FakeQMP):
+        timeout = 0.1
+
+        def execute(self, command, arguments=None):
+            if command == "query-qmp-schema":
+                time.sleep(2.0)  # a QEMU that takes its time on purpose, under the client's own timeout
+            return FakeQMP.execute(self, command, arguments)
+    stalling = Stalling(answers)
+    prompt = [FakeQMP(answers) for _i in range(3)]
+    for conn in prompt:
+        conn.timeout = 0.1
+    t0 = time.monotonic()
+    first = threading.Thread(target=vm_facts._per_binary, args=(stalling, ("binary", "user")))
+    first.start()
+    time.sleep(0.05)  # the stalling QEMU asks first and holds the binary's lock
+    done = parallel.side_by_side(lambda c: (vm_facts._per_binary(c, ("binary", "user")), time.monotonic() - t0),
+                                 prompt, len(prompt))
+    first.join()
+    assert all(took < 1.0 for _facts, took in done)
+    assert all(c.asked.count("query-qmp-schema") == 1 for c in prompt)
 
 
 def test_the_compat_policy_of_an_argv_is_part_of_what_shares_a_schema():
