@@ -140,4 +140,4 @@ def test_live_update_keeps_user_groups_and_cgroups(lab_vm, copies):
     directory = tempfile.mkdtemp(prefix="cpr-identity-", dir="/var/lib")
     copies.append(directory)
     os.chmod(directory, 0o755)
-    _exec_upgrade(vm, _root_owned_copy(vmlab.sim_binary(), directory, []), "live-update")
+    _exec_upgrade(vm, _root_owned_copy(vmlab.sim_binary(5), directory, []), "live-update")

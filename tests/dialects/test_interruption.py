@@ -43,7 +43,7 @@ def _prepare(vm, dialect, qmp_socket=None):
         kw = {"dialect": "cpr-transfer", "new_root": vmlab.ROOT, "launcher": vmlab.launcher()}
         binary = TARGET
     else:
-        kw, binary = {}, vmlab.sim_binary()
+        kw, binary = {}, vmlab.sim_binary(5)
     changed, s, _msg = upgrade.prepare(qmp_socket or vm.qmp_socket, binary, **kw)
     assert changed and s["dialect"] == dialect
     return s
@@ -89,7 +89,7 @@ def _refusal(vm, dialect):
     """A new upgrade's refusal, once a QEMU answers at the VM's socket (an exec may be under way)."""
     kw = {"new_root": vmlab.ROOT, "launcher": vmlab.launcher()} if dialect == "cpr-transfer" else {}
     try:
-        upgrade.prepare(vm.qmp_socket, TARGET if dialect != "live-update" else vmlab.sim_binary(), **kw)
+        upgrade.prepare(vm.qmp_socket, TARGET if dialect != "live-update" else vmlab.sim_binary(5), **kw)
     except upgrade.UpgradeError as e:
         # A QMP error kind means no QEMU answers yet; "held" is the refusal looked for.
         return None if e.details.get("error_kind") not in (None, "held") else e.message

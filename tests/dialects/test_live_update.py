@@ -285,7 +285,7 @@ def test_precheck_xen(lab_vm):
 def test_precheck_runstate(lab_vm):
     vm = _sim(lab_vm, "lu-prelaunch", paused=True, binary_copy=True)
     with pytest.raises(upgrade.UpgradeError) as e:
-        upgrade.prepare(vm.qmp_socket, vmlab.sim_binary())
+        upgrade.prepare(vm.qmp_socket, vmlab.sim_binary(5))
     assert "runstate is 'prelaunch'" in e.value.message
 
 
@@ -297,7 +297,7 @@ def test_precheck_new_argv(lab_vm, change, message):
     """An operator argv that would start the new binary without its memfds, or asking for more RAM
     than they hold, is refused at the switch."""
     vm = _sim(lab_vm, "lu-argv%d" % len(message), binary_copy=True)
-    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.sim_binary())
+    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.sim_binary(5))
     with pytest.raises(upgrade.UpgradeError) as e:
         upgrade.switch(s, argv=change(s["new_argv"]))
     assert message in e.value.message
@@ -308,7 +308,7 @@ def test_precheck_new_argv(lab_vm, change, message):
 
 def test_precheck_environment_over_the_exec_limit(lab_vm):
     vm = _sim(lab_vm, "lu-argmax", binary_copy=True)
-    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.sim_binary())
+    _changed, s, _msg = upgrade.prepare(vm.qmp_socket, vmlab.sim_binary(5))
     huge = s["new_argv"] + ["-name", "x" * (os.sysconf("SC_ARG_MAX"))]
     with pytest.raises(upgrade.UpgradeError) as e:
         upgrade.switch(s, argv=huge)

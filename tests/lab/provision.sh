@@ -318,7 +318,8 @@ simulator() {
     # The build embeds the script's path: a build made for another cache directory is rebuilt.
     want=$( (cat "$src/shim.c" "$src/liveupdate_sim.py"; echo "$dir 5 6 8") | sha256sum | cut -d' ' -f1)
     have=$(cat "$dir/build.sha256" 2>/dev/null || true)
-    [ -x "$dir/v8/qemu-system-x86_64" ] && [ "$want" = "$have" ] && return
+    [ -x "$dir/v5/qemu-system-x86_64" ] && [ -x "$dir/v6/qemu-system-x86_64" ] && [ -x "$dir/v8/qemu-system-x86_64" ] \
+        && [ "$want" = "$have" ] && return
     log "building the live-update simulator"
     command -v python3.11-config >/dev/null || die "python3.11-config is needed to build the simulator"
     mkdir -p "$dir"

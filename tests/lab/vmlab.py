@@ -57,7 +57,7 @@ QEMU_BIN = "/usr/bin/qemu-system-x86_64"
 IN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "in-root.sh")
 
 
-def sim_binary(series=5):
+def sim_binary(series):
     """The live-update SIMULATOR's build for one version of the series (provision.sh, tests/simulator/)."""
     return os.path.join(CACHE, "sim", "v%d" % series, "qemu-system-x86_64")
 
