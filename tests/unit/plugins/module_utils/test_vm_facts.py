@@ -129,19 +129,33 @@ def test_what_a_qemu_binary_or_process_cannot_change_is_asked_once(monkeypatch):
         assert "query-qmp-schema" in asks((pid, 1, (8, 1234), key[3]), other)
 
 
-def test_vms_of_one_binary_inspected_side_by_side_ask_its_schema_once(monkeypatch):
+BINARY_ANSWERS = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
+                  "query-qmp-schema": SCHEMA, "query-machines": []}
+
+
+class SchemaTakesTime(FakeQMP):
+    """A QEMU that takes SCHEMA_DELAY seconds to answer query-qmp-schema; the client gives up on an answer after
+    its timeout."""
+
+    def __init__(self, schema_delay, timeout=5.0):
+        FakeQMP.__init__(self, BINARY_ANSWERS)
+        self.schema_delay, self.timeout = schema_delay, timeout
+
+    def execute(self, command, arguments=None):
+        if command == "query-qmp-schema":
+            time.sleep(self.schema_delay)
+        return FakeQMP.execute(self, command, arguments)
+
+
+@pytest.fixture
+def no_binary_known(monkeypatch):
     monkeypatch.setattr(vm_facts, "_PER_BINARY", {})
     monkeypatch.setattr(vm_facts, "_ASKING", {})
-    answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
-               "query-qmp-schema": SCHEMA, "query-machines": []}
 
-    class SlowSchema(FakeQMP):
-        def execute(self, command, arguments=None):
-            if command == "query-qmp-schema":
-                time.sleep(0.05)  # QEMU takes its time: the others ask in the meantime, if they ask at all
-            return FakeQMP.execute(self, command, arguments)
 
-    conns = [SlowSchema(answers) for _i in range(8)]
+def test_vms_of_one_binary_inspected_side_by_side_ask_its_schema_once(no_binary_known):
+    # QEMU takes its time: the others would ask in the meantime, if they asked at all.
+    conns = [SchemaTakesTime(0.05) for _i in range(8)]
     started = threading.Barrier(len(conns))
 
     def one(conn):
@@ -152,23 +166,9 @@ def test_vms_of_one_binary_inspected_side_by_side_ask_its_schema_once(monkeypatc
     assert all(f == facts[0] for f in facts)
 
 
-def test_a_stalled_answer_holds_the_others_up_no_longer_than_one_answer_may_take(monkeypatch):
-    monkeypatch.setattr(vm_facts, "_PER_BINARY", {})
-    monkeypatch.setattr(vm_facts, "_ASKING", {})
-    answers = {"query-version": {"qemu": {"major": 11, "minor": 1, "micro": 3}, "package": ""},
-               "query-qmp-schema": SCHEMA, "query-machines": []}
-
-    class Stalling(FakeQMP):
-        timeout = 0.1
-
-        def execute(self, command, arguments=None):
-            if command == "query-qmp-schema":
-                time.sleep(2.0)  # a QEMU that takes its time on purpose, under the client's own timeout
-            return FakeQMP.execute(self, command, arguments)
-    stalling = Stalling(answers)
-    prompt = [FakeQMP(answers) for _i in range(3)]
-    for conn in prompt:
-        conn.timeout = 0.1
+def test_a_stalled_answer_holds_the_others_up_no_longer_than_one_answer_may_take(no_binary_known):
+    stalling = SchemaTakesTime(2.0, timeout=0.1)  # on purpose, each answer under the client's own timeout
+    prompt = [SchemaTakesTime(0, timeout=0.1) for _i in range(3)]
     t0 = time.monotonic()
     first = threading.Thread(target=vm_facts._per_binary, args=(stalling, ("binary", "user")))
     first.start()
