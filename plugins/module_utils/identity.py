@@ -123,7 +123,7 @@ def _cgroups(pid, proc):
     return found
 
 
-def lsm_label(pid, proc="/proc"):
+def _lsm_label(pid, proc):
     """The LSM's label of the process, None without one (no LSM: EINVAL) or when unconfined."""
     try:
         label = _read("%s/%d/attr/current" % (proc, pid), "rb")
@@ -201,7 +201,7 @@ def capture(pid, proc="/proc"):
         "cwd_seen": os.readlink("%s/%d/cwd" % (proc, pid)),
         "environ": _environ(pid, proc),
         "cgroups": cgroups,
-        "lsm_label": lsm_label(pid, proc),
+        "lsm_label": _lsm_label(pid, proc),
         "systemd_unit": unit,
         "systemd_main_pid": unit_main_pid(unit) if unit else None,
     }

@@ -160,18 +160,16 @@ _PER_BINARY = {}
 _PER_IMAGE = {}
 
 
-def _binary_key(pid, compat):
-    """The file a process runs (as its open file shows it), its -compat policy, and who runs it (user, groups,
-    LSM label, user namespace); None where any of it cannot be read."""
+def _binary_key(pid, compat, owner):
+    """The file a process runs (as its open file shows it), its -compat policy, and who runs it (``owner``, its
+    runs_as(): user, groups and LSM label; and its user namespace); None where any of it cannot be read."""
     try:
         st = os.stat("/proc/%d/exe" % pid)
-        uid, gid, groups = process.credentials(pid)
-        label = identity.lsm_label(pid)
         user_ns = os.stat("/proc/%d/ns/user" % pid).st_ino
-    except (OSError, KeyError, ValueError, IndexError):
+    except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, tuple(compat), uid, gid,
-            tuple(sorted(groups)), label, user_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, tuple(compat), owner["uid"],
+            owner["gid"], tuple(sorted(owner["groups"])), owner["lsm_label"], user_ns)
 
 
 # VMs are inspected side by side: the first of a binary's VMs asks, the others wait for its answers.
@@ -237,9 +235,11 @@ def gather(conn):
     masked = process.mask_argv(argv)
     shown = process.parse_argv(masked)  # what results may carry: secrets masked
     binary = process.binary_facts(pid)
-    # An argv not read for sure may hide a -compat: nothing is shared for it.
+    # Nothing is asked of the system about a process the collection does not act for.
+    owner = None if untrusted else runs_as(pid)
+    # An argv not read for sure may hide a -compat: nothing is shared for it (nor for an untrusted binary).
     unknown = process.unknown_options(argv)
-    shared = None if options_error or unknown else _binary_key(pid, parsed["compat"])
+    shared = None if options_error or unknown else _binary_key(pid, parsed["compat"], owner)
     image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"],
                        shared)
     v = image["version"]["qemu"]
@@ -266,8 +266,7 @@ def gather(conn):
         "name": parsed["name"],
         "binary": binary,
         "untrusted": untrusted,
-        # Nothing is asked of the system about a process the collection does not act for.
-        "runs_as": None if untrusted else runs_as(pid),
+        "runs_as": owner,
         "version": "%d.%d.%d" % (v["major"], v["minor"], v["micro"]),
         "package": image["version"].get("package", "").strip(),
         "runstate": status["status"],
