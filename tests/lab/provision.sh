@@ -314,18 +314,20 @@ guest_initramfs() {
 # version of the series (sim/vN/qemu-system-x86_64, as each real build carries
 # one), rebuilt whenever either source changes.
 simulator() {
-    local src=$HERE/../simulator want have dir=$CACHE/sim series
+    local src=$HERE/../simulator want have dir=$CACHE/sim all="5 6 8" series built=yes
     # The build embeds the script's path: a build made for another cache directory is rebuilt.
-    want=$( (cat "$src/shim.c" "$src/liveupdate_sim.py"; echo "$dir 5 6 8") | sha256sum | cut -d' ' -f1)
+    want=$( (cat "$src/shim.c" "$src/liveupdate_sim.py"; echo "$dir $all") | sha256sum | cut -d' ' -f1)
     have=$(cat "$dir/build.sha256" 2>/dev/null || true)
-    [ -x "$dir/v5/qemu-system-x86_64" ] && [ -x "$dir/v6/qemu-system-x86_64" ] && [ -x "$dir/v8/qemu-system-x86_64" ] \
-        && [ "$want" = "$have" ] && return
+    for series in $all; do
+        [ -x "$dir/v$series/qemu-system-x86_64" ] || built=no
+    done
+    [ "$built" = yes ] && [ "$want" = "$have" ] && return
     log "building the live-update simulator"
     command -v python3.11-config >/dev/null || die "python3.11-config is needed to build the simulator"
     mkdir -p "$dir"
     rm -f "$dir/build.sha256" "$dir/qemu-system-x86_64"
     cp "$src/liveupdate_sim.py" "$dir/liveupdate_sim.py"
-    for series in 5 6 8; do
+    for series in $all; do
         mkdir -p "$dir/v$series"
         # shellcheck disable=SC2046
         gcc -O1 -o "$dir/v$series/qemu-system-x86_64.partial" "$src/shim.c" \
