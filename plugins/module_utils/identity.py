@@ -7,14 +7,15 @@
 The modules run as root; a VM's QEMU often does not.  The new QEMU of
 cpr-transfer must get exactly what the old one has: effective uid, gid and
 supplementary groups, working directory, environment, umask, every cgroup (v1
-and v2), no-new-privs.  What cannot be reproduced (an LSM label, capabilities
+and v2), no-new-privs, and how the kernel schedules and limits it (scheduling.py:
+policy, nice, CPUs, OOM score adjustment, resource limits).  What cannot be reproduced (an LSM label, capabilities
 other than a plain setuid gives, a systemd service whose main process QEMU is)
 is reported by ``problems`` so that the caller refuses before the pause.
 
 The new QEMU must be the PID the caller starts, and the modules start VMs from
 threads, so no ``preexec_fn``: the caller runs a small stage of its own Python
-(``sys.executable -I -c STAGE``) that joins the cgroups as root, sets umask and
-no-new-privs, and then:
+(``sys.executable -I -c STAGE``) that joins the cgroups as root, sets umask,
+no-new-privs, the scheduling and the resource limits, and then:
 - without a launcher: chdir, setgroups, setresgid, setresuid, execve QEMU with
   the VM's environment;
 - with a launcher (a command prefix that needs root: ``chroot``, ``unshare``,
@@ -45,7 +46,7 @@ import shutil
 import subprocess
 import sys
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils import process, scheduling
 
 # The environment variable that carries the stage's spec (environ is readable
 # by root and the process's owner only; a command line by everyone).
@@ -60,7 +61,7 @@ PRIVILEGE_OPTIONS = ("runas", "chroot")
 PRIVILEGE_KEYS = ("user", "chroot")
 
 STAGE = r"""
-import ctypes, json, os, sys
+import ctypes, json, os, resource, sys
 
 def fail(step, err):
     sys.stderr.write("cpr.qemu identity launcher: %s: %s\n" % (step, err))
@@ -81,12 +82,34 @@ def no_new_privs():
     if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
+# Each is set only where it differs from this process's: setting some needs CAP_SYS_RESOURCE, even to the
+# same value (the OOM score adjustment below its inherited floor).
+def oom_score_adj(value):
+    with open("/proc/self/oom_score_adj", "r+") as f:
+        if int(f.read()) != value:
+            f.seek(0)
+            f.write("%d\n" % value)
+
+def rlimit(name, soft, hard):
+    which, unlimited = getattr(resource, "RLIMIT_" + name), resource.RLIM_INFINITY
+    wanted = (unlimited if soft is None else soft, unlimited if hard is None else hard)
+    if resource.getrlimit(which) != wanted:
+        resource.setrlimit(which, wanted)
+
 spec = json.loads(os.environ.pop(sys.argv[1]))
 for path in spec["cgroup_procs"]:
     step("join cgroup %s" % path, join, path)
 step("umask", os.umask, spec["umask"])
 if spec["no_new_privs"]:
     step("no_new_privs", no_new_privs)
+sched = spec["scheduling"]
+step("scheduling policy", os.sched_setscheduler, 0, sched["policy"], os.sched_param(sched["rt_priority"]))
+step("nice", os.setpriority, os.PRIO_PROCESS, 0, sched["nice"])
+if sched["cpus"] is not None:
+    step("CPU affinity", os.sched_setaffinity, 0, sched["cpus"])
+step("oom_score_adj", oom_score_adj, sched["oom_score_adj"])
+for name, (soft, hard) in sorted(sched["limits"].items()):
+    step("limit %s" % name, rlimit, name, soft, hard)
 if spec["launcher"]:
     step("exec %s" % spec["argv"][0], os.execvp, spec["argv"][0], spec["argv"])
 step("chdir %s" % spec["cwd"], os.chdir, spec["cwd"])
@@ -204,6 +227,7 @@ def capture(pid, proc="/proc"):
         "lsm_label": _lsm_label(pid, proc),
         "systemd_unit": unit,
         "systemd_main_pid": unit_main_pid(unit) if unit else None,
+        "scheduling": scheduling.capture(pid, proc),
     }
 
 
@@ -312,6 +336,7 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
                      % (ident["cwd_seen"], ident["root"]))
     found += _env_problems(ident["environ"])
     found += _cap_problems(ident)
+    found += scheduling.problems(ident["scheduling"])
     chroot = argv_chroots(argv)
     if chroot is not None and ident["uid"] != 0:
         found.append("it chroots itself into %s after start-up as uid %d; a new QEMU started as that uid cannot"
@@ -393,7 +418,7 @@ def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
     spec = {
         "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in cgroups_to_join(ident)],
         "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],
-        "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"],
+        "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"], "scheduling": ident["scheduling"],
         "launcher": bool(launcher), "env": _env_dict(ident["environ"]),
         "argv": list(launcher) + _drop_tail(argv, ident) if launcher else argv,
     }

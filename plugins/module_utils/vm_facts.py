@@ -104,7 +104,7 @@ def runs_as(pid):
     """Who the VM's QEMU runs as: what a live upgrade must keep (its environment stays private)."""
     ident = identity.capture(pid)
     return dict((k, ident[k]) for k in ("uid", "gid", "groups", "umask", "cgroups", "lsm_label", "systemd_unit",
-                                        "systemd_main_pid"))
+                                        "systemd_main_pid", "scheduling"))
 
 
 # Where libvirt keeps the pidfiles and monitors of the QEMUs it runs.

@@ -467,8 +467,8 @@ vms:
       type: bool
     runs_as:
       description:
-        - Who the VM's QEMU runs as, which a live upgrade keeps (a cpr-transfer starts the new QEMU with the same
-          identity, or refuses before the pause).
+        - Who the VM's QEMU runs as and how it is scheduled and limited, which a live upgrade keeps (a
+          cpr-transfer starts the new QEMU with the same identity, or refuses before the pause).
       type: dict
       contains:
         uid:
@@ -498,6 +498,34 @@ vms:
         systemd_main_pid:
           description: That service's main PID, from systemd, or null where systemd could not be asked.
           type: int
+        scheduling:
+          description:
+            - How the kernel schedules and limits it, as its main thread shows (what QEMU's threads inherit).
+            - A VM under C(SCHED_DEADLINE) is refused for C(cpr-transfer) before the pause.
+          type: dict
+          contains:
+            policy:
+              description: The scheduling policy's number (0 C(SCHED_OTHER), 1 C(SCHED_FIFO), 2 C(SCHED_RR),
+                3 C(SCHED_BATCH), 5 C(SCHED_IDLE), 6 C(SCHED_DEADLINE)).
+              type: int
+            rt_priority:
+              description: Its real-time priority (0 outside C(SCHED_FIFO) and C(SCHED_RR)).
+              type: int
+            nice:
+              description: Its nice value.
+              type: int
+            cpus:
+              description: The CPUs it may run on.
+              type: list
+              elements: int
+            oom_score_adj:
+              description: Its OOM score adjustment.
+              type: int
+            limits:
+              description: Its resource limits, each C([soft, hard]) by the name of C(RLIMIT_<NAME>), null for
+                unlimited.
+              type: dict
+              sample: {NOFILE: [1024, 524288], CORE: [0, null]}
     untrusted:
       description:
         - Why the collection will not act for this VM, or null. A QEMU process is trusted only if the executable

@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Every dialect keeps who the VM runs as.
 
-cpr-transfer: a VM running as nobody, in a pids cgroup of its own, is moved
-from QEMU 10.0 to 11.1 (in the trixie root, through the lab's launcher) by the
-modules' three steps.  The new QEMU must have the old one's uid, gid, groups,
-working directory, umask and cgroups, and the guest one continuous life.
+cpr-transfer: a VM running as nobody, in a pids cgroup of its own, niced,
+pinned, limited and with an OOM score adjustment, is moved from QEMU 10.0 to
+11.1 (in the trixie root, through the lab's launcher) by the modules' three
+steps.  The new QEMU must have the old one's uid, gid, groups, working
+directory, umask, cgroups, scheduling and limits, and the guest one continuous
+life.
 
 cpr-exec (11.1) and the live-update series (the simulator): the same process
 exec's the new binary; it must come out with the same uid, gid, groups,
@@ -25,7 +27,14 @@ from ansible_collections.cpr.qemu.plugins.module_utils import identity, upgrade,
 
 TARGET = "/usr/bin/qemu-system-x86_64"
 NOBODY, NOGROUP = 65534, 65534
-KEPT = ("uid", "gid", "groups", "cwd", "umask", "cgroups", "lsm_label", "no_new_privs", "caps", "environ")
+KEPT = ("uid", "gid", "groups", "cwd", "umask", "cgroups", "lsm_label", "no_new_privs", "caps", "environ",
+        "scheduling")
+# How a service manager may have QEMU scheduled and limited (systemd's OOMScoreAdjust=, LimitNOFILE=,
+# LimitCORE=, CPUSchedulingPolicy=, Nice=, CPUAffinity=): none of it the modules' own. Limits are only lowered
+# and the OOM score adjustment raised: this machine's root may lack CAP_SYS_RESOURCE.
+SCHEDULED = ("sh", "-c", 'echo 300 > /proc/self/oom_score_adj && exec "$@"', "sh",
+             "prlimit", "--nofile=512:8192", "--core=0", "chrt", "--batch", "0", "nice", "-n", "7",
+             "taskset", "-c", str(sorted(os.sched_getaffinity(0))[-1]))
 
 
 def _kept(ident):
@@ -50,7 +59,8 @@ def _upgrade(vm):
 def test_cpr_transfer_keeps_user_groups_cwd_umask_and_cgroups(lab_vm, drop_by):
     """drop_by=qemu: QEMU dropped to nobody itself (-run-with user=); its successor, started as
     nobody, must not get that option (it would die in setgroups)."""
-    vm = lab_vm("id-%s" % drop_by, qemu="10.0", uid=NOBODY, gid=NOGROUP, drop_by=drop_by, own_cgroup=True)
+    vm = lab_vm("id-%s" % drop_by, qemu="10.0", uid=NOBODY, gid=NOGROUP, drop_by=drop_by, own_cgroup=True,
+                launch_prefix=SCHEDULED)
     old_pid = vm.pid
     before = identity.capture(old_pid)
     assert (before["uid"], before["gid"]) == (NOBODY, NOGROUP)
@@ -58,6 +68,9 @@ def test_cpr_transfer_keeps_user_groups_cwd_umask_and_cgroups(lab_vm, drop_by):
     own = [c for c in before["cgroups"] if c["controllers"] == ["pids"]]
     assert own and own[0]["path"] == vm.cgroup[len(vmlab.PIDS_CGROUP):], before["cgroups"]
     assert identity.problems(before, vm.argv) == []
+    sched = before["scheduling"]
+    assert (sched["policy"], sched["nice"], sched["oom_score_adj"], sched["limits"]["CORE"]) == (
+        os.SCHED_BATCH, 7, 300, [0, 0])
 
     result = _upgrade(vm)
 
@@ -127,7 +140,8 @@ def test_cpr_exec_keeps_user_groups_and_cgroups(lab_vm, copies, drop_by):
     as nobody with that option dies ("Failed to setgroups(1, [65534])"); an exec'd 11.1.3 was seen to
     live on with it, but the modules take no chance on other builds: the exec'd argv drops QEMU's own
     privilege options once the process runs unprivileged (it runs as that user already)."""
-    vm = lab_vm("idx-%s" % drop_by, qemu="11.1", uid=NOBODY, gid=NOGROUP, drop_by=drop_by, own_cgroup=True)
+    vm = lab_vm("idx-%s" % drop_by, qemu="11.1", uid=NOBODY, gid=NOGROUP, drop_by=drop_by, own_cgroup=True,
+                launch_prefix=SCHEDULED)
     target = _root_owned_copy(vmlab.ROOT + TARGET, vmlab.ROOT + "/usr/local/bin", copies)
     result = _exec_upgrade(vm, target[len(vmlab.ROOT):], "cpr-exec")
     assert result["new_version"].startswith("11.1")

@@ -149,6 +149,9 @@ class VMSpec:
     drop_by: str = "launch"
     # Start QEMU in a pids cgroup of its own (removed by stop()).
     own_cgroup: bool = False
+    # A command prefix that runs as root just before QEMU (or its setpriv), as a service manager's settings
+    # would: how QEMU is scheduled and limited (prlimit, chrt, nice, taskset).  Each must exec its arguments.
+    launch_prefix: tuple = ()
     # The shape of QEMU's command line: "lab" (the lab's own), "libvirt", "proxmox" or "plain"
     # (see LabVM.qemu_args).  Every shape has memfd RAM (per `ram`) and aux-ram-share (per
     # `aux_ram_share`), so every one can be CPR'd.
@@ -722,6 +725,7 @@ class LabVM:
         s, cmd = self.spec, list(self.argv)
         if s.uid is not None and s.drop_by == "launch":
             cmd = ["setpriv", "--reuid=%d" % s.uid, "--regid=%d" % s.gid, "--clear-groups", "--"] + cmd
+        cmd = list(s.launch_prefix) + cmd
         if self.root is not None and s.shape == "plain":
             # chroot starts in the root's /: QEMU's relative paths mean the run directory.
             cmd = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', self.run_dir] + cmd

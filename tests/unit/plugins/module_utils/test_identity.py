@@ -6,12 +6,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import resource
 import subprocess
 import time
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import identity
+from ansible_collections.cpr.qemu.plugins.module_utils import identity, scheduling
 
 PIDS_CGROUP = "/sys/fs/cgroup/pids"
 OTHER_UID, OTHER_GID, OTHER_GROUPS = 65534, 65533, [5, 6]
@@ -19,16 +20,31 @@ OTHER_UID, OTHER_GID, OTHER_GROUPS = 65534, 65533, [5, 6]
 
 # ---------------------------------------------------------------- a fake /proc
 
+# /proc/PID/stat of a QEMU (comm with a space and a parenthesis): nice 5, rt_priority 0, policy 3 (SCHED_BATCH).
+STAT = ("4242 (qemu-system (x86) S 1 4242 4242 0 -1 4194624 9 0 0 0 5 3 0 0 25 5 7 0 812 1e9 2e4 "
+        "18446744073709551615 1 1 0 0 0 0 0 4096 17 1 0 0 0 0 %d 3 0 0 0 0 0 0 0 0 0\n")
+LIMITS = ("Limit                     Soft Limit           Hard Limit           Units     \n"
+          "Max cpu time              unlimited            unlimited            seconds   \n"
+          "Max core file size        0                    unlimited            bytes     \n"
+          "Max open files            4096                 65536                files     \n"
+          "Max locked memory         8388608              8388608              bytes     \n"
+          "Max realtime timeout      unlimited            unlimited            us        \n")
+
+
 def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", cgroup=None,
-               attr=None, cwd=None):
+               attr=None, cwd=None, rt_priority=0):
     """A /proc with one process; its cwd is a real directory, its root '/'."""
     base = tmp_path / "proc" / str(pid)
     (base / "attr").mkdir(parents=True)
     fields = {"Name": "qemu-system-x86", "Umask": "0027", "Uid": "107\t107\t107\t107",
               "Gid": "108\t108\t108\t108", "Groups": "108 36 ", "NoNewPrivs": "1",
-              "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000"}
+              "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000",
+              "Cpus_allowed": "d", "Cpus_allowed_list": "0,2-3"}
     fields.update(status or {})
     (base / "status").write_text("".join("%s:\t%s\n" % kv for kv in fields.items()))
+    (base / "stat").write_text(STAT % rt_priority)
+    (base / "oom_score_adj").write_text("-500\n")
+    (base / "limits").write_text(LIMITS)
     (base / "environ").write_bytes(environ)
     (base / "cgroup").write_text(cgroup or "9:name=systemd:/machine/vm1\n8:pids:/machine/vm1\n"
                                            "2:cpu,cpuacct:/machine\n0::/machine/vm1\n")
@@ -62,6 +78,23 @@ def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
     ]
     assert ident["lsm_label"] is None  # no attr/current: no LSM
     assert ident["systemd_unit"] is None
+    assert ident["scheduling"] == {
+        "policy": 3, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "oom_score_adj": -500,
+        "limits": {"CPU": [None, None], "CORE": [0, None], "NOFILE": [4096, 65536], "MEMLOCK": [8388608, 8388608],
+                   "RTTIME": [None, None]}}
+
+
+@pytest.mark.parametrize("text, cpus", [("0", [0]), ("0-3", [0, 1, 2, 3]), ("1,4-5,7\n", [1, 4, 5, 7]), ("", [])])
+def test_cpu_list(text, cpus):
+    assert scheduling.cpu_list(text) == cpus
+
+
+def test_a_policy_python_cannot_set_is_refused():
+    """SCHED_DEADLINE needs sched_setattr: the new QEMU would run under SCHED_OTHER."""
+    sched = {"policy": 6, "rt_priority": 0, "nice": 0, "cpus": [0], "oom_score_adj": 0, "limits": {}}
+    assert scheduling.problems(sched) == ["it runs under the scheduling policy SCHED_DEADLINE, which the new "
+                                          "QEMU would not get"]
+    assert scheduling.problems(dict(sched, policy=1, rt_priority=10)) == []
 
 
 @pytest.mark.parametrize("attr, label", [
@@ -207,12 +240,21 @@ def workdir(tmp_path):
 VM_ENV = {"PATH": "/usr/bin:/bin", "VM_NAME": "web1", "SPACED": "a b  c", "EMPTY": ""}
 
 
+# How the other process is scheduled and limited, none of it this process's own (limits only lowered: this
+# machine's root may lack CAP_SYS_RESOURCE).
+OTHER_CPUS = sorted(os.sched_getaffinity(0))[-1:]
+OTHER_NOFILE = [min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), 4096]
+SCHEDULED = ("echo 300 > /proc/self/oom_score_adj && exec prlimit --nofile=%d:%d --core=0 chrt --batch 0 nice -n 7 "
+             "taskset -c %d " % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0]))
+
+
 @pytest.fixture
 def other_process(own_cgroup, workdir):
-    """A process started without identity.py as another user, in own_cgroup, with its own cwd, env, umask."""
+    """A process started without identity.py as another user, in own_cgroup, with its own cwd, env, umask,
+    scheduling and limits."""
     procs = os.path.join(own_cgroup, "cgroup.procs")
-    script = ('echo $$ > "$0" && umask 0027 && exec setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
-              % (OTHER_UID, OTHER_GID, ",".join(map(str, OTHER_GROUPS))))
+    script = ('echo $$ > "$0" && umask 0027 && %s setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
+              % (SCHEDULED, OTHER_UID, OTHER_GID, ",".join(map(str, OTHER_GROUPS))))
     proc = subprocess.Popen(["/bin/sh", "-c", script, procs], cwd=workdir, env=VM_ENV)
     try:
         deadline = time.monotonic() + 10
@@ -241,6 +283,10 @@ def test_capture_a_real_process(other_process, own_cgroup, workdir):
     assert pids == [{"hierarchy": pids[0]["hierarchy"], "controllers": ["pids"],
                      "path": "/" + os.path.basename(own_cgroup)}]
     assert ident["lsm_label"] is None
+    sched = ident["scheduling"]
+    assert (sched["policy"], sched["nice"], sched["cpus"], sched["oom_score_adj"]) == (
+        os.SCHED_BATCH, 7, OTHER_CPUS, 300)
+    assert sched["limits"]["NOFILE"] == OTHER_NOFILE and sched["limits"]["CORE"] == [0, 0]
     assert identity.problems(ident) == []
 
 
@@ -282,9 +328,12 @@ def test_launch_command_through_a_launcher_that_needs_root(other_process, workdi
     _assert_same(_launched(ident, launcher=["chroot", "/"]), other_process, workdir)
 
 
-def test_launched_process_is_the_popend_pid(other_process):
+@pytest.mark.parametrize("launcher", [(), ("chroot", "/")])
+def test_launched_process_is_the_popend_pid_scheduled_and_limited_alike(other_process, launcher):
+    """The scheduling and the limits are set as root before the identity is dropped (a raised hard limit, a
+    lower OOM score adjustment need it), and before a launcher, which passes them on."""
     ident = identity.capture(other_process.pid)
-    cmd, kwargs = identity.launch_command(["/bin/sleep", "30"], ident)
+    cmd, kwargs = identity.launch_command(["/bin/sleep", "30"], ident, launcher)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, **kwargs)
     try:
         deadline = time.monotonic() + 10
@@ -294,7 +343,9 @@ def test_launched_process_is_the_popend_pid(other_process):
                     break
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
-        assert identity.capture(proc.pid)["uid"] == OTHER_UID
+        launched = identity.capture(proc.pid)
+        assert launched["uid"] == OTHER_UID
+        assert launched["scheduling"] == ident["scheduling"]
     finally:
         proc.kill()
         proc.wait()
