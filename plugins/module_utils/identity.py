@@ -7,23 +7,26 @@
 The modules run as root; a VM's QEMU often does not.  The new QEMU of
 cpr-transfer must get exactly what the old one has: effective uid, gid and
 supplementary groups, working directory, environment, umask, every cgroup (v1
-and v2), no-new-privs, and how the kernel schedules and limits it (scheduling.py:
-policy, nice, CPUs, OOM score adjustment, resource limits).  What cannot be reproduced (an LSM label, capabilities
-other than a plain setuid gives, a systemd service whose main process QEMU is)
-is reported by ``problems`` so that the caller refuses before the pause.
+and v2), no-new-privs, and how the kernel schedules and limits it
+(scheduling.py: policy, nice, CPUs, OOM score adjustment, resource limits).
+What cannot be reproduced (an LSM label, capabilities other than a plain setuid
+gives, a systemd service whose main process QEMU is) is reported by
+``problems`` so that the caller refuses before the pause.
 
 The new QEMU must be the PID the caller starts, and the modules start VMs from
 threads, so no ``preexec_fn``: the caller runs a small stage of its own Python
 (``sys.executable -I -c STAGE``) that joins the cgroups as root, sets umask,
-no-new-privs, the scheduling and the resource limits, and then:
-- without a launcher: chdir, setgroups, setresgid, setresuid, execve QEMU with
-  the VM's environment;
+no-new-privs and the scheduling, gives QEMU a session keyring of its own (not
+the module's, to which an SSH login links root's keys), and then:
+- without a launcher: chdir, setgroups, setresgid, the resource limits,
+  setresuid, execve QEMU with the VM's environment;
 - with a launcher (a command prefix that needs root: ``chroot``, ``unshare``,
   ``nsenter``): exec the launcher with the module's environment (the VM's
   ``LD_PRELOAD`` must never reach a root process) followed by coreutils
-  ``env -C CWD chroot --userspec=U:G --groups=... --skip-chdir / env -i -- K=V...
-  QEMU ARGV``, so the identity is dropped inside the launcher's root, just
-  before QEMU (coreutils is in every Debian root; ``env -C`` needs 8.28+).
+  ``env -C CWD prlimit --LIMIT=S:H... -- chroot --userspec=U:G --groups=...
+  --skip-chdir / env -i -- K=V... QEMU ARGV``, so the identity is dropped and
+  the VM's limits set inside the launcher's root, just before QEMU (coreutils
+  and util-linux are in every Debian root; ``env -C`` needs coreutils 8.28+).
   That tail shows the VM's environment in ``env``'s command line (readable by
   every local user) for the moment between ``chroot`` and QEMU's exec.
 Every step that fails ends the stage with status 126 and its reason on stderr:
@@ -59,9 +62,14 @@ SPEC_MAX = 120000
 # -chroot are gone since 10.0 ("invalid option"), but older QEMUs have them.
 PRIVILEGE_OPTIONS = ("runas", "chroot")
 PRIVILEGE_KEYS = ("user", "chroot")
+# keyctl(2)'s system call number per machine (Python has no keyctl): the launch stage gives the new QEMU a
+# session keyring of its own with it.
+KEYCTL_SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "ppc64": 271, "s390x": 280}
 
 STAGE = r"""
-import ctypes, json, os, resource, sys
+import ctypes, errno, json, os, resource, signal, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
 
 def fail(step, err):
     sys.stderr.write("cpr.qemu identity launcher: %s: %s\n" % (step, err))
@@ -74,47 +82,69 @@ def step(name, fn, *args):
     except Exception as e:
         fail(name, e)
 
+def checked(result, tolerated=()):
+    if result < 0 and ctypes.get_errno() not in tolerated:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
 def join(path):
     with open(path, "w") as f:
         f.write("%d\n" % os.getpid())
 
-def no_new_privs():
-    if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-
-# Each is set only where it differs from this process's: setting some needs CAP_SYS_RESOURCE, even to the
-# same value (the OOM score adjustment below its inherited floor).
 def oom_score_adj(value):
-    with open("/proc/self/oom_score_adj", "r+") as f:
-        if int(f.read()) != value:
-            f.seek(0)
+    # Written even where it is the value already: a write with CAP_SYS_RESOURCE also sets the floor below
+    # which the process cannot go, as the old QEMU's was set. Without that capability a write below the
+    # inherited floor is refused, which is fine where the value is already the one wanted.
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
             f.write("%d\n" % value)
+    except PermissionError:
+        with open("/proc/self/oom_score_adj") as f:
+            if int(f.read()) != value:
+                raise
+
+def affinity(cpus):
+    # Only where it differs: an explicit mask would stop following the cpuset's later changes.
+    if os.sched_getaffinity(0) != set(cpus):
+        os.sched_setaffinity(0, cpus)
 
 def rlimit(name, soft, hard):
-    which, unlimited = getattr(resource, "RLIMIT_" + name), resource.RLIM_INFINITY
-    wanted = (unlimited if soft is None else soft, unlimited if hard is None else hard)
+    which = getattr(resource, "RLIMIT_" + name)
+    # /proc shows limits unsigned; setrlimit takes them signed (RLIM_INFINITY is -1).
+    wanted = tuple(resource.RLIM_INFINITY if v is None else v - (1 << 64) if v >= 1 << 63 else v
+                   for v in (soft, hard))
     if resource.getrlimit(which) != wanted:
         resource.setrlimit(which, wanted)
 
+# Python ignores both; an ignored signal stays ignored across exec, and QEMU must get them as its
+# predecessor did.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 spec = json.loads(os.environ.pop(sys.argv[1]))
 for path in spec["cgroup_procs"]:
     step("join cgroup %s" % path, join, path)
 step("umask", os.umask, spec["umask"])
 if spec["no_new_privs"]:
-    step("no_new_privs", no_new_privs)
+    step("no_new_privs", lambda: checked(libc.prctl(38, 1, 0, 0, 0)))
 sched = spec["scheduling"]
-step("scheduling policy", os.sched_setscheduler, 0, sched["policy"], os.sched_param(sched["rt_priority"]))
-step("nice", os.setpriority, os.PRIO_PROCESS, 0, sched["nice"])
+policy = sched["policy"] | (os.SCHED_RESET_ON_FORK if sched["reset_on_fork"] else 0)
+step("scheduling policy %d, priority %d" % (policy, sched["rt_priority"]), os.sched_setscheduler, 0, policy,
+     os.sched_param(sched["rt_priority"]))
+step("nice %d" % sched["nice"], os.setpriority, os.PRIO_PROCESS, 0, sched["nice"])
 if sched["cpus"] is not None:
-    step("CPU affinity", os.sched_setaffinity, 0, sched["cpus"])
-step("oom_score_adj", oom_score_adj, sched["oom_score_adj"])
-for name, (soft, hard) in sorted(sched["limits"].items()):
-    step("limit %s" % name, rlimit, name, soft, hard)
+    step("CPU affinity %s" % sched["cpus"], affinity, sched["cpus"])
+step("oom_score_adj %d" % sched["oom_score_adj"], oom_score_adj, sched["oom_score_adj"])
+# keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a session keyring of its own, empty. The module's own (an SSH
+# login's links root's user keyring) would let QEMU read root's keys. ENOSYS: a kernel without keyrings.
+step("own session keyring", lambda: checked(libc.syscall(spec["keyctl"], 1, None), (errno.ENOSYS,)))
 if spec["launcher"]:
+    # The limits are set in the tail, after the launcher: they are the VM user's to choose, and must not
+    # bind a root launcher (a file size limit would cut what it writes).
     step("exec %s" % spec["argv"][0], os.execvp, spec["argv"][0], spec["argv"])
 step("chdir %s" % spec["cwd"], os.chdir, spec["cwd"])
 step("setgroups", os.setgroups, spec["groups"])
 step("setresgid", os.setresgid, spec["gid"], spec["gid"], spec["gid"])
+for name, (soft, hard) in sorted(sched["limits"].items()):
+    step("limit %s to %s:%s" % (name, soft, hard), rlimit, name, soft, hard)
 step("setresuid", os.setresuid, spec["uid"], spec["uid"], spec["uid"])
 step("exec %s" % spec["argv"][0], os.execve, spec["argv"][0], spec["argv"], spec["env"])
 """
@@ -336,7 +366,11 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
                      % (ident["cwd_seen"], ident["root"]))
     found += _env_problems(ident["environ"])
     found += _cap_problems(ident)
-    found += scheduling.problems(ident["scheduling"])
+    found += scheduling.problems(ident["scheduling"], ident["uid"], pid, scheduling.limits(_read("/proc/self/limits")),
+                                 int(_own_caps()["CapEff"], 16))
+    if os.uname().machine not in KEYCTL_SYSCALL:
+        found.append("the new QEMU cannot be given a session keyring of its own on %s: it would share this "
+                     "module's (root's keys)" % os.uname().machine)
     chroot = argv_chroots(argv)
     if chroot is not None and ident["uid"] != 0:
         found.append("it chroots itself into %s after start-up as uid %d; a new QEMU started as that uid cannot"
@@ -395,9 +429,15 @@ def _drop_tail(argv, ident):
         raise IdentityError("the QEMU binary %s has '=' in its path, which env(1) would take for a variable"
                             % argv[0])
     env = ["%s=%s" % kv for kv in _env_dict(ident["environ"]).items()]
+    # The VM's limits bind only what follows the launcher: util-linux prlimit, then chroot and env, which
+    # write nothing.
+    limits = ["--%s=%s:%s" % (name.lower(), "unlimited" if soft is None else soft,
+                              "unlimited" if hard is None else hard)
+              for name, (soft, hard) in sorted(ident["scheduling"]["limits"].items())]
     # chdir while still root, as without a launcher: the old QEMU may sit in a directory
     # its user cannot enter (QEMU's own -run-with user= keeps the cwd root started it in).
-    return (["env", "-C", ident["cwd"], "chroot", "--userspec=+%d:+%d" % (ident["uid"], ident["gid"]),
+    return (["env", "-C", ident["cwd"]] + (["prlimit"] + limits + ["--"] if limits else []) +
+            ["chroot", "--userspec=+%d:+%d" % (ident["uid"], ident["gid"]),
              "--groups=" + ",".join("+%d" % g for g in ident["groups"]), "--skip-chdir", "/",
              "env", "-i", "--"] + env + list(argv))
 
@@ -416,6 +456,7 @@ def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
     mounts = _mounts(mountinfo)
     argv = list(argv)
     spec = {
+        "keyctl": KEYCTL_SYSCALL[os.uname().machine],
         "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in cgroups_to_join(ident)],
         "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],
         "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"], "scheduling": ident["scheduling"],

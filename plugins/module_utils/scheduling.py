@@ -8,17 +8,24 @@ An exec keeps all of it; a new process started by the module would get the modul
 CPU, the SSH session's OOM score adjustment and resource limits). So a VM pinned to CPUs, niced, shielded from
 the OOM killer or given more open files or locked memory would silently lose that in the upgrade.
 
-Read from /proc (the thread group leader's: what QEMU's threads inherit when it starts them), applied by
-identity.py's launch stage as root, before the identity is dropped.
+Policy, nice and CPUs are the main thread's: what the threads QEMU starts inherit. Threads placed one by one
+(libvirt's vcpupin, whose VMs the collection leaves alone) are not followed. The OOM score adjustment and the
+limits are the whole process's. identity.py's launch stage sets them as root.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-# The policies sched_setscheduler(2) sets (SCHED_OTHER, FIFO, RR, BATCH, IDLE); SCHED_DEADLINE (6) needs
-# sched_setattr, which Python does not offer.
+import os
+
+# The policies sched_setscheduler(2) sets (SCHED_OTHER, FIFO, RR, BATCH, IDLE); SCHED_DEADLINE needs
+# sched_setattr, which Python does not offer, and SCHED_EXT a BPF scheduler.
 SETTABLE_POLICIES = (0, 1, 2, 3, 5)
-POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline", 7: "ext"}
+# sched_getscheduler(2)'s flag: the process's children start under SCHED_OTHER, nice 0 (systemd's
+# CPUSchedulingResetOnFork=); /proc/PID/stat shows the policy without it.
+RESET_ON_FORK = 0x40000000
+CAP_SYS_RESOURCE = 24
 
 # /proc/PID/limits names, as the resource module's RLIMIT_<NAME> constants. "Max file locks" is left out: Linux
 # has not enforced it since 2.4.25 (getrlimit(2)), and the resource module has no constant for it.
@@ -67,24 +74,73 @@ def limits(text):
     return found
 
 
+def _reset_on_fork(pid):
+    try:
+        return bool(os.sched_getscheduler(pid) & RESET_ON_FORK)
+    except OSError:
+        return False
+
+
 def capture(pid, proc="/proc"):
-    """What process PID's successor must be given: its policy and real-time priority, nice, CPUs, OOM score
-    adjustment and resource limits."""
+    """What process PID's successor must be given: its policy (and whether its children are reset) and
+    real-time priority, nice, CPUs, OOM score adjustment and resource limits."""
     stat = _stat_fields(_read("%s/%d/stat" % (proc, pid)))
     allowed = [line.split(":", 1)[1] for line in _read("%s/%d/status" % (proc, pid)).splitlines()
                if line.startswith("Cpus_allowed_list:")]
     # stat(5): field 19 is nice, 40 rt_priority, 41 policy; the list above starts at field 3.
     return {
-        "policy": int(stat[38]), "rt_priority": int(stat[37]), "nice": int(stat[16]),
-        "cpus": cpu_list(allowed[0]) if allowed else None,
+        "policy": int(stat[38]), "reset_on_fork": _reset_on_fork(pid), "rt_priority": int(stat[37]),
+        "nice": int(stat[16]), "cpus": cpu_list(allowed[0]) if allowed else None,
         "oom_score_adj": int(_read("%s/%d/oom_score_adj" % (proc, pid))),
         "limits": limits(_read("%s/%d/limits" % (proc, pid))),
     }
 
 
-def problems(sched):
-    """Why a successor could not be scheduled as this process is; empty if it can."""
+def _above(value, other):
+    """Whether limit VALUE is above OTHER (None: unlimited)."""
+    return other is not None and (value is None or value > other)
+
+
+def _shown(value):
+    return "unlimited" if value is None else str(value)
+
+
+def _tasks_of(uid, proc):
+    """How many tasks (threads) run with real uid UID: what RLIMIT_NPROC counts."""
+    count = 0
+    for name in os.listdir(proc):
+        if name.isdigit():
+            try:
+                fields = dict(line.split(":", 1) for line in _read("%s/%s/status" % (proc, name)).splitlines()
+                              if ":" in line)
+            except OSError:
+                continue  # gone
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+    return count
+
+
+def problems(sched, uid, pid, own_limits, own_caps, proc="/proc"):
+    """Why a successor of process PID (running as UID) could not be scheduled and limited as it is, by a
+    module with OWN_LIMITS and effective capabilities OWN_CAPS (an int); empty if it can."""
+    found = []
     if sched["policy"] not in SETTABLE_POLICIES:
-        return ["it runs under the scheduling policy SCHED_%s, which the new QEMU would not get"
-                % POLICY_NAMES.get(sched["policy"], str(sched["policy"])).upper()]
-    return []
+        found.append("it runs under the scheduling policy SCHED_%s, which the new QEMU would not get"
+                     % POLICY_NAMES.get(sched["policy"], str(sched["policy"])).upper())
+    if not own_caps & (1 << CAP_SYS_RESOURCE):
+        raised = ["%s %s > %s" % (name, _shown(hard), _shown(own_limits[name][1])) for name, (_soft, hard)
+                  in sorted(sched["limits"].items()) if name in own_limits and _above(hard, own_limits[name][1])]
+        if raised:
+            found.append("its hard limits are above this module's (%s), which cannot raise them without "
+                         "CAP_SYS_RESOURCE" % ", ".join(raised))
+    nproc = sched["limits"].get("NPROC", [None])[0]
+    if uid != 0 and nproc is not None:
+        # Both QEMUs count against the user's limit during the switch; a thread QEMU cannot start aborts it.
+        # Every task of the host (/proc/loadavg's 4th field) bounds the user's: counted only where that is over.
+        threads = int(dict(line.split(":", 1) for line in _read("%s/%d/status" % (proc, pid)).splitlines())["Threads"])
+        everyone = int(_read("%s/loadavg" % proc).split()[3].split("/")[1])
+        tasks = _tasks_of(uid, proc) if everyone + threads > nproc else everyone
+        if tasks + threads > nproc:
+            found.append("its user (uid %d) runs %d tasks and may run %d (RLIMIT_NPROC): a new QEMU with the old "
+                         "one's %d threads would not fit beside it" % (uid, tasks, nproc, threads))
+    return found

@@ -500,14 +500,21 @@ vms:
           type: int
         scheduling:
           description:
-            - How the kernel schedules and limits it, as its main thread shows (what QEMU's threads inherit).
-            - A VM under C(SCHED_DEADLINE) is refused for C(cpr-transfer) before the pause.
+            - How the kernel schedules and limits it; policy, nice and CPUs as its main thread shows them (what
+              the threads QEMU starts inherit).
+            - A VM under C(SCHED_DEADLINE) or C(SCHED_EXT), with hard limits above the module's where the module
+              lacks C(CAP_SYS_RESOURCE), or whose user could not run the new QEMU's threads beside the old one's
+              (C(RLIMIT_NPROC)) is refused for C(cpr-transfer) before the pause.
           type: dict
           contains:
             policy:
               description: The scheduling policy's number (0 C(SCHED_OTHER), 1 C(SCHED_FIFO), 2 C(SCHED_RR),
                 3 C(SCHED_BATCH), 5 C(SCHED_IDLE), 6 C(SCHED_DEADLINE)).
               type: int
+            reset_on_fork:
+              description: Whether the processes and threads it starts begin without its real-time policy and
+                negative nice (C(SCHED_RESET_ON_FORK)).
+              type: bool
             rt_priority:
               description: Its real-time priority (0 outside C(SCHED_FIFO) and C(SCHED_RR)).
               type: int

@@ -5,6 +5,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import ctypes
 import os
 import resource
 import subprocess
@@ -59,7 +60,9 @@ def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", c
 
 @pytest.fixture
 def no_systemd(monkeypatch):
+    """For a fake /proc: systemd is not asked, nor the kernel of the fake PID's scheduling flag."""
     monkeypatch.setattr(identity, "unit_main_pid", lambda unit: None)
+    monkeypatch.setattr(scheduling, "_reset_on_fork", lambda pid: False)
 
 
 def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
@@ -79,7 +82,7 @@ def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
     assert ident["lsm_label"] is None  # no attr/current: no LSM
     assert ident["systemd_unit"] is None
     assert ident["scheduling"] == {
-        "policy": 3, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "oom_score_adj": -500,
+        "policy": 3, "reset_on_fork": False, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "oom_score_adj": -500,
         "limits": {"CPU": [None, None], "CORE": [0, None], "NOFILE": [4096, 65536], "MEMLOCK": [8388608, 8388608],
                    "RTTIME": [None, None]}}
 
@@ -89,12 +92,44 @@ def test_cpu_list(text, cpus):
     assert scheduling.cpu_list(text) == cpus
 
 
-def test_a_policy_python_cannot_set_is_refused():
-    """SCHED_DEADLINE needs sched_setattr: the new QEMU would run under SCHED_OTHER."""
-    sched = {"policy": 6, "rt_priority": 0, "nice": 0, "cpus": [0], "oom_score_adj": 0, "limits": {}}
-    assert scheduling.problems(sched) == ["it runs under the scheduling policy SCHED_DEADLINE, which the new "
-                                          "QEMU would not get"]
-    assert scheduling.problems(dict(sched, policy=1, rt_priority=10)) == []
+OWN_LIMITS = {"NOFILE": [1024, 4096], "MEMLOCK": [65536, 65536], "CORE": [0, None]}
+SYS_RESOURCE = 1 << scheduling.CAP_SYS_RESOURCE
+
+
+def _tasks_proc(tmp_path):
+    """A /proc of three processes: 4242 (uid 107, 5 threads), 4300 (uid 107, 3), 4400 (root's, 50)."""
+    for pid, uid, threads in ((4242, 107, 5), (4300, 107, 3), (4400, 0, 50)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "status").write_text("Name:\tx\nUid:\t%d\t%d\t%d\t%d\nThreads:\t%d\n"
+                                                    % (uid, uid, uid, uid, threads))
+    (tmp_path / "loadavg").write_text("0.50 0.40 0.30 1/58 4401\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("change, caps, uid, refused", [
+    ({}, 0, 107, []),
+    ({"policy": 1, "rt_priority": 10}, 0, 107, []),
+    # sched_setattr's policy, which Python cannot set, and a BPF scheduler's.
+    ({"policy": 6}, 0, 107, ["it runs under the scheduling policy SCHED_DEADLINE, which the new QEMU would not get"]),
+    ({"policy": 7}, 0, 107, ["it runs under the scheduling policy SCHED_EXT, which the new QEMU would not get"]),
+    # A hard limit above the module's is raised only with CAP_SYS_RESOURCE.
+    ({"limits": {"NOFILE": [1024, 8192], "MEMLOCK": [65536, None], "CORE": [0, None]}}, 0, 107,
+     ["its hard limits are above this module's (MEMLOCK unlimited > 65536, NOFILE 8192 > 4096), which cannot "
+      "raise them without CAP_SYS_RESOURCE"]),
+    ({"limits": {"NOFILE": [1024, 8192]}}, SYS_RESOURCE, 107, []),
+    ({"limits": {"NOFILE": [64, 2048]}}, 0, 107, []),
+    # The user's 8 tasks and the old QEMU's 5 threads again: 13.
+    ({"limits": {"NPROC": [12, 100]}}, SYS_RESOURCE, 107,
+     ["its user (uid 107) runs 8 tasks and may run 12 (RLIMIT_NPROC): a new QEMU with the old one's 5 threads "
+      "would not fit beside it"]),
+    ({"limits": {"NPROC": [13, 100]}}, SYS_RESOURCE, 107, []),
+    ({"limits": {"NPROC": [12, 100]}}, SYS_RESOURCE, 0, []),  # root's tasks are not limited
+    ({"limits": {"NPROC": [63, 100]}}, SYS_RESOURCE, 107, []),  # the host's 58 tasks and 5 fit: not counted
+])
+def test_scheduling_problems(tmp_path, change, caps, uid, refused):
+    sched = dict({"policy": 0, "reset_on_fork": False, "rt_priority": 0, "nice": 0, "cpus": [0],
+                  "oom_score_adj": 0, "limits": {}}, **change)
+    assert scheduling.problems(sched, uid, 4242, OWN_LIMITS, caps, proc=_tasks_proc(tmp_path)) == refused
 
 
 @pytest.mark.parametrize("attr, label", [
@@ -244,8 +279,8 @@ VM_ENV = {"PATH": "/usr/bin:/bin", "VM_NAME": "web1", "SPACED": "a b  c", "EMPTY
 # machine's root may lack CAP_SYS_RESOURCE).
 OTHER_CPUS = sorted(os.sched_getaffinity(0))[-1:]
 OTHER_NOFILE = [min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), 4096]
-SCHEDULED = ("echo 300 > /proc/self/oom_score_adj && exec prlimit --nofile=%d:%d --core=0 chrt --batch 0 nice -n 7 "
-             "taskset -c %d " % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0]))
+SCHEDULED = ("echo 300 > /proc/self/oom_score_adj && exec prlimit --nofile=%d:%d --core=0 chrt --batch --reset-on-fork 0 "
+             "nice -n 7 taskset -c %d " % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0]))
 
 
 @pytest.fixture
@@ -284,8 +319,8 @@ def test_capture_a_real_process(other_process, own_cgroup, workdir):
                      "path": "/" + os.path.basename(own_cgroup)}]
     assert ident["lsm_label"] is None
     sched = ident["scheduling"]
-    assert (sched["policy"], sched["nice"], sched["cpus"], sched["oom_score_adj"]) == (
-        os.SCHED_BATCH, 7, OTHER_CPUS, 300)
+    assert (sched["policy"], sched["reset_on_fork"], sched["nice"], sched["cpus"], sched["oom_score_adj"]) == (
+        os.SCHED_BATCH, True, 7, OTHER_CPUS, 300)
     assert sched["limits"]["NOFILE"] == OTHER_NOFILE and sched["limits"]["CORE"] == [0, 0]
     assert identity.problems(ident) == []
 
@@ -349,6 +384,40 @@ def test_launched_process_is_the_popend_pid_scheduled_and_limited_alike(other_pr
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_root_launcher_runs_under_its_own_limits(other_process, tmp_path):
+    """The VM's user chose its limits (a file size limit would cut what a root launcher writes): they are set
+    after the launcher, for QEMU alone."""
+    ident = identity.capture(other_process.pid)
+    seen = tmp_path / "launcher-limits"
+    launcher = ["/bin/sh", "-c", 'cat /proc/self/limits > "$0" && exec "$@"', str(seen)]
+    _assert_same(_launched(ident, launcher=launcher), other_process, workdir=ident["cwd"])
+    with open("/proc/self/limits") as f:
+        assert scheduling.limits(seen.read_text()) == scheduling.limits(f.read())
+
+
+# add_key(2)'s system call number, where the tests run.
+ADD_KEY = {"x86_64": 248}
+
+
+def test_the_new_process_has_a_session_keyring_of_its_own(other_process):
+    """A key in the module's session keyring (an SSH login links root's keys there) is not the new QEMU's:
+    it possesses none of it, and cannot view it (/proc/keys lists what the reader may view)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # This test process's own session keyring, so that the key goes nowhere else.
+    assert libc.syscall(identity.KEYCTL_SYSCALL[os.uname().machine], 1, None) > 0
+    name = b"cpr-qemu-test-%d" % os.getpid()
+    assert libc.syscall(ADD_KEY[os.uname().machine], b"user", name, b"root-only", 9, -3) > 0  # session keyring
+    with open("/proc/keys") as f:
+        assert name.decode() in f.read()
+    ident = identity.capture(other_process.pid)
+    for launcher in ((), ("chroot", "/")):
+        cmd, kwargs = identity.launch_command(["/bin/cat", "/proc/keys"], ident, launcher)
+        out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=30, check=False, **kwargs)
+        assert out.returncode == 0, out.stderr
+        assert name not in out.stdout
 
 
 def test_a_failing_step_stops_before_qemu(other_process, tmp_path):
