@@ -10,14 +10,17 @@ supplementary groups, working directory, environment, umask, every cgroup (v1
 and v2), no-new-privs, and how the kernel schedules and limits it
 (scheduling.py: policy, nice, CPUs, OOM score adjustment, resource limits).
 What cannot be reproduced (an LSM label, capabilities other than a plain setuid
-gives, a systemd service whose main process QEMU is) is reported by
+gives, a systemd service whose main process QEMU is, a PID or time namespace of
+its own) is reported by
 ``problems`` so that the caller refuses before the pause.
 
 The new QEMU must be the PID the caller starts, and the modules start VMs from
 threads, so no ``preexec_fn``: the caller runs a small stage of its own Python
-(``sys.executable -I -c STAGE``) that joins the cgroups as root, sets umask,
-no-new-privs and the scheduling, gives QEMU a session keyring of its own (not
-the module's, to which an SSH login links root's keys), and then:
+(``sys.executable -I -c STAGE``) that joins the cgroups and the old QEMU's
+network, IPC, UTS and cgroup namespaces as root (a tap, a listening socket
+is found in its network namespace), sets umask, no-new-privs and the
+scheduling, gives QEMU a session keyring of its own (not the module's, to
+which an SSH login links root's keys), and then:
 - without a launcher: chdir, setgroups, setresgid, the resource limits,
   setresuid, execve QEMU with the VM's environment;
 - with a launcher (a command prefix that needs root: ``chroot``, ``unshare``,
@@ -41,6 +44,7 @@ root) is a problem, not a guess.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import contextlib
 import errno
 import json
 import os
@@ -62,6 +66,13 @@ SPEC_MAX = 120000
 # -chroot are gone since 10.0 ("invalid option"), but older QEMUs have them.
 PRIVILEGE_OPTIONS = ("runas", "chroot")
 PRIVILEGE_KEYS = ("user", "chroot")
+# The namespaces the new QEMU joins where the old one's differ from the module's, with setns(2)'s flag for each.
+# The mount namespace is the launcher's to give (new_root); a PID or time namespace cannot be entered by the
+# process itself (setns makes its children join), so a QEMU in one of its own is refused.
+JOINED_NAMESPACES = {"net": 0x40000000, "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
+REFUSED_NAMESPACES = {"pid": "its PID namespace (the new QEMU's PID, and the pidfile it writes, would be "
+                             "another namespace's)",
+                      "time": "its time namespace (the new QEMU's clocks would read differently)"}
 # keyctl(2)'s system call number per machine (Python has no keyctl): the launch stage gives the new QEMU a
 # session keyring of its own with it.
 KEYCTL_SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "ppc64": 271, "s390x": 280}
@@ -122,6 +133,9 @@ signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 spec = json.loads(os.environ.pop(sys.argv[1]))
 for path in spec["cgroup_procs"]:
     step("join cgroup %s" % path, join, path)
+for kind, fd, flag in spec["namespaces"]:
+    step("join the %s namespace" % kind, lambda: checked(libc.setns(fd, flag)))
+    os.close(fd)
 step("umask", os.umask, spec["umask"])
 if spec["no_new_privs"]:
     step("no_new_privs", lambda: checked(libc.prctl(38, 1, 0, 0, 0)))
@@ -258,7 +272,53 @@ def capture(pid, proc="/proc"):
         "systemd_unit": unit,
         "systemd_main_pid": unit_main_pid(unit) if unit else None,
         "scheduling": scheduling.capture(pid, proc),
+        "namespaces": _namespaces(pid, proc),
     }
+
+
+def _namespaces(pid, proc):
+    """The namespaces the new QEMU joins or that refuse it, as /proc names them ('net:[4026531840]'); a kind
+    the kernel does not have is left out."""
+    found = {}
+    for kind in sorted(JOINED_NAMESPACES) + sorted(REFUSED_NAMESPACES):
+        try:
+            found[kind] = os.readlink("%s/%d/ns/%s" % (proc, pid, kind))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _own_namespace(kind):
+    try:
+        return os.readlink("/proc/self/ns/%s" % kind)
+    except FileNotFoundError:
+        return None
+
+
+def namespaces_to_join(ident):
+    """The kinds of namespace in which the old QEMU is not where this process is, and that the new one joins."""
+    return [k for k in sorted(JOINED_NAMESPACES) if k in ident["namespaces"] and
+            ident["namespaces"][k] != _own_namespace(k)]
+
+
+@contextlib.contextmanager
+def namespace_fds(ident):
+    """{kind: fd} of the old QEMU's namespaces to join (namespaces_to_join), open while in the ``with``.
+
+    Opened through /proc/PID/ns: the caller checks after this that PID is still the old QEMU. A namespace that
+    is not the one captured raises IdentityError.
+    """
+    fds = {}
+    try:
+        for kind in namespaces_to_join(ident):
+            fds[kind] = os.open("/proc/%d/ns/%s" % (ident["pid"], kind), os.O_RDONLY | os.O_CLOEXEC)
+            captured = ident["namespaces"][kind]
+            if "%s:[%d]" % (kind, os.fstat(fds[kind]).st_ino) != captured:
+                raise IdentityError("PID %d is no longer in the %s namespace %s" % (ident["pid"], kind, captured))
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 # ---------------------------------------------------------------- what cannot be reproduced
@@ -366,6 +426,10 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
                      % (ident["cwd_seen"], ident["root"]))
     found += _env_problems(ident["environ"])
     found += _cap_problems(ident)
+    for kind, why in sorted(REFUSED_NAMESPACES.items()):
+        if kind in ident["namespaces"] and ident["namespaces"][kind] != _own_namespace(kind):
+            found.append("it runs in %s of its own, which the new QEMU would not share: %s"
+                         % (ident["namespaces"][kind], why))
     found += scheduling.problems(ident["scheduling"], ident["uid"], pid, scheduling.limits(_read("/proc/self/limits")),
                                  int(_own_caps()["CapEff"], 16))
     if os.uname().machine not in KEYCTL_SYSCALL:
@@ -442,14 +506,17 @@ def _drop_tail(argv, ident):
              "env", "-i", "--"] + env + list(argv))
 
 
-def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
+def launch_command(argv, ident, launcher=(), namespaces=None, mountinfo="/proc/self/mountinfo"):
     """(command, Popen keyword arguments) that start QEMU argv as the process of ``ident`` ran.
 
     The Popen'd PID becomes QEMU (every step execs).  ``launcher`` is a command prefix run
-    as root (chroot, a namespace) that must exec its argument vector.  The caller keeps
-    stdin/stdout/stderr, start_new_session and close_fds.  Raises IdentityError when
-    ``problems`` would have refused.
+    as root (chroot, a namespace) that must exec its argument vector.  ``namespaces`` are the
+    fds of namespace_fds(ident), open until Popen.  The caller keeps stdin/stdout/stderr,
+    start_new_session and close_fds.  Raises IdentityError when ``problems`` would have refused.
     """
+    namespaces = namespaces or {}
+    if sorted(namespaces) != namespaces_to_join(ident):
+        raise IdentityError("the namespaces to join are %s, not %s" % (namespaces_to_join(ident), sorted(namespaces)))
     refused = problems(ident, mountinfo=mountinfo)
     if refused:
         raise IdentityError("; ".join(refused))
@@ -458,6 +525,7 @@ def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
     spec = {
         "keyctl": KEYCTL_SYSCALL[os.uname().machine],
         "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in cgroups_to_join(ident)],
+        "namespaces": [[kind, fd, JOINED_NAMESPACES[kind]] for kind, fd in sorted(namespaces.items())],
         "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],
         "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"], "scheduling": ident["scheduling"],
         "launcher": bool(launcher), "env": _env_dict(ident["environ"]),
@@ -469,4 +537,4 @@ def launch_command(argv, ident, launcher=(), mountinfo="/proc/self/mountinfo"):
                             % (len(encoded), SPEC_MAX))
     env = dict(os.environ)
     env[SPEC_VAR] = encoded
-    return [sys.executable, "-I", "-c", STAGE, SPEC_VAR], {"env": env, "cwd": "/"}
+    return [sys.executable, "-I", "-c", STAGE, SPEC_VAR], {"env": env, "cwd": "/", "pass_fds": tuple(namespaces.values())}

@@ -47,6 +47,19 @@ def _upgrade(vm, dialect):
     return _finish(vm, s, result)
 
 
+def _assert_carried_traffic(vm, netns, new_pid):
+    """The new QEMU's tap is the VM's, in its network namespace: the guest's pings, counted from a tick after
+    the switch on, go on and are answered (a tap the new QEMU made in another namespace answers none)."""
+    assert os.readlink("/proc/%d/ns/net" % new_pid) == netns
+    switched = vm.wait_ticks(vm.evidence().last_tick + 1, timeout=120).net[-1]
+    evidence = vm.wait_ticks(vm.evidence().last_tick + 3, timeout=120)
+    lost, sent = evidence.net_losses(), evidence.net[-1][2] + 1
+    print("%s: pings lost across the switch: %s of %d" % (vm.spec.name, lost, sent))
+    assert lost <= 5, evidence.net
+    # Losses count only up to the last reply: the pings must also go on, and be answered, after the switch.
+    assert evidence.net[-1][1] > switched[1] and evidence.net[-1][2] > switched[2], (switched, evidence.net[-1])
+
+
 def _assert_lived_and_wrote(vm, ticks=3):
     """One boot, ticks that went on, the RAM checksum kept; then halted, every printed tick on its disk."""
     evidence = vm.wait_ticks(vm.evidence().last_tick + ticks, timeout=180)
@@ -92,7 +105,7 @@ def test_a_shape_is_upgraded_live_and_loses_no_write(lab_vm, shape, qemu, dialec
     assert facts["unknown_options"] == [] and facts["options_error"] is None
     assert facts["dialects"][dialect]["ready"], facts["dialects"][dialect]
     old_pid = vm.pid
-    before = vm.evidence().net[-1] if extra.get("nic") else None
+    netns = os.readlink("/proc/%d/ns/net" % old_pid)
     result = _upgrade(vm, dialect)
     if vm.pidfile:
         # The pidfile names the QEMU that runs the guest, and nothing of the switch is left beside it.
@@ -101,12 +114,7 @@ def test_a_shape_is_upgraded_live_and_loses_no_write(lab_vm, shape, qemu, dialec
     if dialect == "cpr-exec":
         assert result["new_pid"] == old_pid
     if extra.get("nic"):
-        evidence = vm.wait_ticks(vm.evidence().last_tick + 3, timeout=120)
-        lost, sent = evidence.net_losses(), evidence.net[-1][2] + 1
-        print("%s: pings lost across the switch: %s of %d" % (vm.spec.name, lost, sent))
-        assert lost <= 5, evidence.net
-        # Losses count only up to the last reply: the pings must also go on, and be answered, after the switch.
-        assert evidence.net[-1][1] > before[1] and evidence.net[-1][2] > before[2], (before, evidence.net[-1])
+        _assert_carried_traffic(vm, netns, result["new_pid"])
     _assert_lived_and_wrote(vm)
 
 
@@ -178,13 +186,9 @@ def test_a_multi_queue_tap_carries_traffic_across_cpr_transfer_of_the_lab_shape(
     QEMU attaches a queue of its own while the old one holds its own."""
     vm = lab_vm("shape-tapmq", qemu="10.0", nic=True, nic_queues=2, disk="virtio-blk")
     vm.wait_ticks(4, timeout=120)
-    before = vm.evidence().net[-1]
-    _upgrade(vm, "cpr-transfer")
-    evidence = vm.wait_ticks(vm.evidence().last_tick + 3, timeout=120)
-    print("pings lost across the switch: %s of %d" % (evidence.net_losses(), evidence.net[-1][2] + 1))
-    assert evidence.net_losses() <= 5, evidence.net
-    # Losses count only up to the last reply: the pings must also go on, and be answered, after the switch.
-    assert evidence.net[-1][1] > before[1] and evidence.net[-1][2] > before[2], (before, evidence.net[-1])
+    netns = os.readlink("/proc/%d/ns/net" % vm.pid)
+    result = _upgrade(vm, "cpr-transfer")
+    _assert_carried_traffic(vm, netns, result["new_pid"])
     _assert_lived_and_wrote(vm, ticks=0)
 
 

@@ -88,27 +88,30 @@ def identity_problems(session):
 
 def start_new_qemu(session):
     """Start the new QEMU detached and as the old one runs (identity.py: user, groups, working directory,
-    environment, umask, cgroups): its own session, no terminal, output to a log in the root-only lock dir.
+    environment, umask, cgroups, namespaces, scheduling and limits): its own session, no terminal, output to a
+    log in the root-only lock dir.
 
     It must outlive this module, the SSH connection and Ansible.  Raises identity.IdentityError, before
     anything is started, when the old QEMU's identity cannot be reproduced.
     """
     ident = identity.capture(session["pid"])
-    if common.starttime(session["pid"]) != session["pid_starttime"]:
-        raise identity.IdentityError("PID %d is no longer the VM's QEMU" % session["pid"])
     refused = identity.problems(ident, session["old_argv"])
     if refused:
         raise identity.IdentityError("; ".join(refused))
     # QEMU's own -run-with user=/chroot= would die in a QEMU that already runs as that user.
     argv = identity.argv_for(session["new_argv"], ident) + qemu_argv(session)[len(session["new_argv"]):]
-    cmd, kwargs = identity.launch_command(argv, ident, session["launcher"])
     log_path = os.path.join(session["lock_dir"], "new-qemu.log")
-    log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True, **kwargs)
-    finally:
-        os.close(log)
+    with identity.namespace_fds(ident) as namespaces:
+        # After the namespaces are open: they are the VM's QEMU's.
+        if common.starttime(session["pid"]) != session["pid_starttime"]:
+            raise identity.IdentityError("PID %d is no longer the VM's QEMU" % session["pid"])
+        cmd, kwargs = identity.launch_command(argv, ident, session["launcher"], namespaces)
+        log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, close_fds=True, **kwargs)
+        finally:
+            os.close(log)
     return proc, log_path
 
 
@@ -305,7 +308,8 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
             "QMP socket" % (vm, why, " (new QEMU said: %s)" % log if log else "", runstate, session["pid"]),
             guest="old QEMU, PID %d, %s" % (session["pid"], runstate), recovered=True)
 
-    while not common.listening(session["cpr_socket"]):
+    # The table of the new QEMU's network namespace, which may be the old one's (identity.py), not this process's.
+    while not common.listening(session["cpr_socket"], "/proc/%d/net/unix" % proc.pid):
         if proc.poll() is not None:
             rollback("the new QEMU exited before listening (status %s)" % proc.returncode)
         if time.monotonic() > deadline:

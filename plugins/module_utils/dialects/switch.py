@@ -182,7 +182,7 @@ def listening(bound_path, proc_net_unix="/proc/net/unix"):
     """
     try:
         with open(proc_net_unix) as f:
-            # A host's table holds every UNIX socket: only the lines naming the path are split.
+            # A network namespace's table holds every UNIX socket there: only the lines naming the path are split.
             rows = [line.split() for line in f if bound_path in line]
     except OSError:
         return False

@@ -27,16 +27,20 @@ STAT = ("4242 (qemu-system (x86) S 1 4242 4242 0 -1 4194624 9 0 0 0 5 3 0 0 25 5
 LIMITS = ("Limit                     Soft Limit           Hard Limit           Units     \n"
           "Max cpu time              unlimited            unlimited            seconds   \n"
           "Max core file size        0                    unlimited            bytes     \n"
-          "Max open files            4096                 65536                files     \n"
-          "Max locked memory         8388608              8388608              bytes     \n"
+          "Max open files            1024                 4096                 files     \n"
+          "Max locked memory         65536                65536                bytes     \n"
           "Max realtime timeout      unlimited            unlimited            us        \n")
 
 
 def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", cgroup=None,
-               attr=None, cwd=None, rt_priority=0):
-    """A /proc with one process; its cwd is a real directory, its root '/'."""
+               attr=None, cwd=None, rt_priority=0, namespaces=None):
+    """A /proc with one process; its cwd is a real directory, its root '/', its namespaces this process's
+    but for NAMESPACES."""
     base = tmp_path / "proc" / str(pid)
     (base / "attr").mkdir(parents=True)
+    (base / "ns").mkdir()
+    for kind in ("net", "ipc", "uts", "cgroup", "pid", "time"):
+        os.symlink(dict(namespaces or {}).get(kind) or os.readlink("/proc/self/ns/" + kind), str(base / "ns" / kind))
     fields = {"Name": "qemu-system-x86", "Umask": "0027", "Uid": "107\t107\t107\t107",
               "Gid": "108\t108\t108\t108", "Groups": "108 36 ", "NoNewPrivs": "1",
               "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000",
@@ -83,7 +87,7 @@ def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
     assert ident["systemd_unit"] is None
     assert ident["scheduling"] == {
         "policy": 3, "reset_on_fork": False, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "oom_score_adj": -500,
-        "limits": {"CPU": [None, None], "CORE": [0, None], "NOFILE": [4096, 65536], "MEMLOCK": [8388608, 8388608],
+        "limits": {"CPU": [None, None], "CORE": [0, None], "NOFILE": [1024, 4096], "MEMLOCK": [65536, 65536],
                    "RTTIME": [None, None]}}
 
 
@@ -141,6 +145,21 @@ def test_scheduling_problems(tmp_path, change, caps, uid, refused):
 def test_lsm_label(tmp_path, no_systemd, attr, label):
     proc, pid, _workdir = _fake_proc(tmp_path, attr=attr)
     assert identity.capture(pid, proc=proc)["lsm_label"] == label
+
+
+@pytest.mark.parametrize("kind, refused", [
+    ("pid", "it runs in pid:[1] of its own, which the new QEMU would not share: its PID namespace"),
+    ("time", "it runs in time:[1] of its own, which the new QEMU would not share: its time namespace"),
+    ("net", None),  # joined
+])
+def test_a_pid_or_time_namespace_of_its_own_is_refused(tmp_path, no_systemd, kind, refused):
+    proc, pid, _workdir = _fake_proc(tmp_path, namespaces={kind: "%s:[1]" % kind})
+    ident = identity.capture(pid, proc=proc)
+    found = [f for f in identity.problems(ident, mountinfo=_mountinfo(tmp_path, [])) if "namespace" in f]
+    if refused:
+        assert len(found) == 1 and found[0].startswith("PID %d: %s" % (pid, refused)), found
+    else:
+        assert found == [] and identity.namespaces_to_join(ident) == ["net"]
 
 
 def test_lsm_label_is_refused(tmp_path, no_systemd):
@@ -279,16 +298,17 @@ VM_ENV = {"PATH": "/usr/bin:/bin", "VM_NAME": "web1", "SPACED": "a b  c", "EMPTY
 # machine's root may lack CAP_SYS_RESOURCE).
 OTHER_CPUS = sorted(os.sched_getaffinity(0))[-1:]
 OTHER_NOFILE = [min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), 4096]
-SCHEDULED = ("echo 300 > /proc/self/oom_score_adj && exec prlimit --nofile=%d:%d --core=0 chrt --batch --reset-on-fork 0 "
-             "nice -n 7 taskset -c %d " % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0]))
+SCHEDULED = ("prlimit --nofile=%d:%d --core=0 chrt --batch --reset-on-fork 0 nice -n 7 taskset -c %d"
+             % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0]))
 
 
 @pytest.fixture
 def other_process(own_cgroup, workdir):
     """A process started without identity.py as another user, in own_cgroup, with its own cwd, env, umask,
-    scheduling and limits."""
+    scheduling, limits and network, IPC and UTS namespaces."""
     procs = os.path.join(own_cgroup, "cgroup.procs")
-    script = ('echo $$ > "$0" && umask 0027 && %s setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
+    script = ('echo $$ > "$0" && umask 0027 && echo 300 > /proc/self/oom_score_adj && exec unshare --net --ipc --uts '
+              '-- %s setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
               % (SCHEDULED, OTHER_UID, OTHER_GID, ",".join(map(str, OTHER_GROUPS))))
     proc = subprocess.Popen(["/bin/sh", "-c", script, procs], cwd=workdir, env=VM_ENV)
     try:
@@ -328,10 +348,18 @@ def test_capture_a_real_process(other_process, own_cgroup, workdir):
 PROBE = "id -u; id -G; pwd; umask; cat /proc/self/cgroup; echo ENV; env"
 
 
+def _run(argv, ident, launcher=(), before=lambda: None):
+    """ARGV run as IDENT's process runs (launch_command, its namespaces open as cpr_transfer opens them);
+    ``before`` runs once the command is built."""
+    with identity.namespace_fds(ident) as namespaces:
+        cmd, kwargs = identity.launch_command(argv, ident, launcher, namespaces)
+        before()
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True, close_fds=True, timeout=30, check=False, **kwargs)
+
+
 def _launched(ident, launcher=()):
-    cmd, kwargs = identity.launch_command(["/bin/sh", "-c", PROBE], ident, launcher)
-    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True, close_fds=True, timeout=30, check=False, **kwargs)
+    out = _run(["/bin/sh", "-c", PROBE], ident, launcher)
     assert out.returncode == 0, out.stderr.decode()
     return out.stdout.decode()
 
@@ -368,8 +396,9 @@ def test_launched_process_is_the_popend_pid_scheduled_and_limited_alike(other_pr
     """The scheduling and the limits are set as root before the identity is dropped (a raised hard limit, a
     lower OOM score adjustment need it), and before a launcher, which passes them on."""
     ident = identity.capture(other_process.pid)
-    cmd, kwargs = identity.launch_command(["/bin/sleep", "30"], ident, launcher)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, **kwargs)
+    with identity.namespace_fds(ident) as namespaces:
+        cmd, kwargs = identity.launch_command(["/bin/sleep", "30"], ident, launcher, namespaces)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, **kwargs)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -381,6 +410,8 @@ def test_launched_process_is_the_popend_pid_scheduled_and_limited_alike(other_pr
         launched = identity.capture(proc.pid)
         assert launched["uid"] == OTHER_UID
         assert launched["scheduling"] == ident["scheduling"]
+        assert identity.namespaces_to_join(ident) == ["ipc", "net", "uts"]
+        assert launched["namespaces"] == ident["namespaces"]
     finally:
         proc.kill()
         proc.wait()
@@ -413,9 +444,7 @@ def test_the_new_process_has_a_session_keyring_of_its_own(other_process):
         assert name.decode() in f.read()
     ident = identity.capture(other_process.pid)
     for launcher in ((), ("chroot", "/")):
-        cmd, kwargs = identity.launch_command(["/bin/cat", "/proc/keys"], ident, launcher)
-        out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             timeout=30, check=False, **kwargs)
+        out = _run(["/bin/cat", "/proc/keys"], ident, launcher)
         assert out.returncode == 0, out.stderr
         assert name not in out.stdout
 
@@ -424,9 +453,7 @@ def test_a_failing_step_stops_before_qemu(other_process, tmp_path):
     ident = identity.capture(other_process.pid)
     ident["cwd"] = str(tmp_path / "gone")
     marker = tmp_path / "ran"
-    cmd, kwargs = identity.launch_command(["/bin/sh", "-c", "touch %s" % marker], ident)
-    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         timeout=30, check=False, **kwargs)
+    out = _run(["/bin/sh", "-c", "touch %s" % marker], ident)
     assert out.returncode == 126
     assert b"cpr.qemu identity launcher: chdir" in out.stderr
     assert not marker.exists()
@@ -439,10 +466,7 @@ def test_a_vanished_cgroup_stops_before_qemu(other_process, own_cgroup, tmp_path
     for cg in ident["cgroups"]:
         if cg["controllers"] == ["pids"]:
             cg["path"] = "/" + os.path.basename(gone)
-    cmd, kwargs = identity.launch_command(["/bin/true"], ident)
-    os.rmdir(gone)
-    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         timeout=30, check=False, **kwargs)
+    out = _run(["/bin/true"], ident, before=lambda: os.rmdir(gone))
     assert out.returncode == 126
     assert b"join cgroup %s/cgroup.procs" % gone.encode() in out.stderr
 
