@@ -34,7 +34,6 @@ fails a module: without the directory the binary is simply run again.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import fcntl
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ import re
 import stat
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import state
+from ansible_collections.cpr.qemu.plugins.module_utils import process, state
 
 BASE = state.LOCK_BASE
 # Never a VM's key (those end in -<16 hex digits>): recover.py finds no session in it.
@@ -55,8 +54,6 @@ STALE_TEMP_S = 60
 _TEMP = ".tmp-"
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.json$")
 _PROC_ROOT = re.compile(r"^/proc/([0-9]+)/root/?$")
-# ioctl_ns(2): the user namespace that owns a namespace, as a new descriptor.
-NS_GET_USERNS = 0xb701
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
@@ -96,16 +93,12 @@ def _file_id(st):
 
 
 def _namespace_owner(ns_path):
-    """The user namespace that owns the namespace at ``ns_path`` (ioctl_ns(2) NS_GET_USERNS)."""
+    """The user namespace that owns the namespace at ``ns_path``."""
     fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+        return process.namespace_owner(fd)
     finally:
         os.close(fd)
-    try:
-        return os.readlink("/proc/self/fd/%d" % owner)
-    finally:
-        os.close(owner)
 
 
 def _host_root(root):

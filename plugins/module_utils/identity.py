@@ -66,13 +66,16 @@ SPEC_MAX = 120000
 # -chroot are gone since 10.0 ("invalid option"), but older QEMUs have them.
 PRIVILEGE_OPTIONS = ("runas", "chroot")
 PRIVILEGE_KEYS = ("user", "chroot")
-# The namespaces the new QEMU joins where the old one's differ from the module's, with setns(2)'s flag for each.
-# The mount namespace is the launcher's to give (new_root); a PID or time namespace cannot be entered by the
-# process itself (setns makes its children join), so a QEMU in one of its own is refused.
+# The namespaces the new QEMU joins where the old one's differ from the module's, with setns(2)'s flag for each;
+# root joins only namespaces its own user namespace owns. The mount namespace is the launcher's to give
+# (new_root); a PID or time namespace cannot be entered by the process itself (setns makes its children join),
+# and in a user namespace of its own the VM's user may hold every capability: a QEMU in one is refused.
 JOINED_NAMESPACES = {"net": 0x40000000, "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
 REFUSED_NAMESPACES = {"pid": "its PID namespace (the new QEMU's PID, and the pidfile it writes, would be "
                              "another namespace's)",
-                      "time": "its time namespace (the new QEMU's clocks would read differently)"}
+                      "time": "its time namespace (the new QEMU's clocks would read differently)",
+                      "user": "its user namespace (where its user may hold every capability)"}
+CAP_SYS_ADMIN = 21
 # keyctl(2)'s system call number per machine (Python has no keyctl): the launch stage gives the new QEMU a
 # session keyring of its own with it.
 KEYCTL_SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "ppc64": 271, "s390x": 280}
@@ -134,7 +137,7 @@ spec = json.loads(os.environ.pop(sys.argv[1]))
 for path in spec["cgroup_procs"]:
     step("join cgroup %s" % path, join, path)
 for kind, fd, flag in spec["namespaces"]:
-    step("join the %s namespace" % kind, lambda: checked(libc.setns(fd, flag)))
+    step("join the old QEMU's %s namespace" % kind, lambda: checked(libc.setns(fd, flag)))
     os.close(fd)
 step("umask", os.umask, spec["umask"])
 if spec["no_new_privs"]:
@@ -301,6 +304,40 @@ def namespaces_to_join(ident):
             ident["namespaces"][k] != _own_namespace(k)]
 
 
+def _foreign_owner(kind, fd):
+    """Why root must not enter the namespace open at fd: it is owned by a user namespace other than this
+    process's, where the VM's user may hold every capability (and listen on anything); or None."""
+    owner = process.namespace_owner(fd)
+    if owner != _own_namespace("user"):
+        return "its %s namespace is owned by %s, not by %s" % (kind, owner, _own_namespace("user"))
+    return None
+
+
+def _namespace_problems(ident):
+    found = []
+    for kind, why in sorted(REFUSED_NAMESPACES.items()):
+        if kind in ident["namespaces"] and ident["namespaces"][kind] != _own_namespace(kind):
+            found.append("it runs in %s of its own, which the new QEMU would not share: %s"
+                         % (ident["namespaces"][kind], why))
+    joined = namespaces_to_join(ident)
+    if joined and not int(_own_caps()["CapEff"], 16) & (1 << CAP_SYS_ADMIN):
+        found.append("it runs in %s namespaces other than this module's, which cannot join them without "
+                     "CAP_SYS_ADMIN" % ", ".join(joined))
+    for kind in joined:
+        try:
+            fd = os.open("/proc/%d/ns/%s" % (ident["pid"], kind), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            found.append("its %s namespace cannot be opened: %s" % (kind, e.strerror))
+            continue
+        try:
+            foreign = _foreign_owner(kind, fd)
+        finally:
+            os.close(fd)
+        if foreign:
+            found.append(foreign)
+    return found
+
+
 @contextlib.contextmanager
 def namespace_fds(ident):
     """{kind: fd} of the old QEMU's namespaces to join (namespaces_to_join), open while in the ``with``.
@@ -315,6 +352,9 @@ def namespace_fds(ident):
             captured = ident["namespaces"][kind]
             if "%s:[%d]" % (kind, os.fstat(fds[kind]).st_ino) != captured:
                 raise IdentityError("PID %d is no longer in the %s namespace %s" % (ident["pid"], kind, captured))
+            foreign = _foreign_owner(kind, fds[kind])
+            if foreign:
+                raise IdentityError("PID %d: %s" % (ident["pid"], foreign))
         yield fds
     finally:
         for fd in fds.values():
@@ -426,10 +466,7 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
                      % (ident["cwd_seen"], ident["root"]))
     found += _env_problems(ident["environ"])
     found += _cap_problems(ident)
-    for kind, why in sorted(REFUSED_NAMESPACES.items()):
-        if kind in ident["namespaces"] and ident["namespaces"][kind] != _own_namespace(kind):
-            found.append("it runs in %s of its own, which the new QEMU would not share: %s"
-                         % (ident["namespaces"][kind], why))
+    found += _namespace_problems(ident)
     found += scheduling.problems(ident["scheduling"], ident["uid"], pid, scheduling.limits(_read("/proc/self/limits")),
                                  int(_own_caps()["CapEff"], 16))
     if os.uname().machine not in KEYCTL_SYSCALL:

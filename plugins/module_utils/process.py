@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import fcntl
 import os
 import re
 import stat
@@ -529,3 +530,16 @@ def discover(proc="/proc"):
                 continue
             found.append({"pid": pid, "qmp_socket": reachable, "qmp_socket_as_given": sock})
     return sorted(found, key=lambda d: d["pid"])
+
+
+# ioctl_ns(2): a namespace's owning user namespace.
+NS_GET_USERNS = 0xb701
+
+
+def namespace_owner(ns_fd):
+    """The user namespace ('user:[N]') that owns the namespace open at fd ``ns_fd`` (ioctl_ns(2) NS_GET_USERNS)."""
+    owner = fcntl.ioctl(ns_fd, NS_GET_USERNS)
+    try:
+        return os.readlink("/proc/self/fd/%d" % owner)
+    finally:
+        os.close(owner)

@@ -75,6 +75,9 @@ options:
       - C(cpr-transfer) only. A command prefix that starts the new QEMU, for example one that enters a
         container or a chroot with the mounts QEMU needs. It must exec QEMU (keep the PID) and let
         QEMU see the VM's QMP socket directory at the same path as the old QEMU does.
+      - It runs as root, already in the old QEMU's network, IPC, UTS and cgroup namespaces, where QEMU's user
+        may listen on local addresses and abstract sockets, so it must not trust a local service there. It must
+        leave QEMU in them; a switch whose new QEMU is found elsewhere is rolled back before the pause.
     type: list
     elements: str
   state_dir:

@@ -33,7 +33,7 @@ import time
 
 from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, session as sessions, state, validation
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
-from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError
+from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError, listens_on
 
 MODE = "cpr-transfer"
 OLD_SOCKET_SUFFIX = ".cpr-old"
@@ -86,13 +86,21 @@ def identity_problems(session):
     return identity.problems(identity.capture(session["pid"]), session["old_argv"])
 
 
+def _namespace(pid, kind):
+    try:
+        return os.readlink("/proc/%d/ns/%s" % (pid, kind))
+    except OSError:
+        return None
+
+
 def start_new_qemu(session):
     """Start the new QEMU detached and as the old one runs (identity.py: user, groups, working directory,
     environment, umask, cgroups, namespaces, scheduling and limits): its own session, no terminal, output to a
     log in the root-only lock dir.
 
     It must outlive this module, the SSH connection and Ansible.  Raises identity.IdentityError, before
-    anything is started, when the old QEMU's identity cannot be reproduced.
+    anything is started, when the old QEMU's identity cannot be reproduced.  Returns the process, its log's
+    path, and the namespaces it must be in ({kind: 'net:[N]'}).
     """
     ident = identity.capture(session["pid"])
     refused = identity.problems(ident, session["old_argv"])
@@ -112,7 +120,8 @@ def start_new_qemu(session):
                                     start_new_session=True, close_fds=True, **kwargs)
         finally:
             os.close(log)
-    return proc, log_path
+    return proc, log_path, dict((k, ident["namespaces"][k]) for k in identity.JOINED_NAMESPACES
+                                if k in ident["namespaces"])
 
 
 def _log_tail(path, argv):
@@ -275,7 +284,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
 
     try:
         pids.move_aside()
-        proc, log_path = start_new_qemu(session)
+        proc, log_path, namespaces = start_new_qemu(session)
     except (identity.IdentityError, state.StateError, OSError) as e:
         pids.give_back()
         sockets.give_back(old_identity, qmp_host)
@@ -308,8 +317,10 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
             "QMP socket" % (vm, why, " (new QEMU said: %s)" % log if log else "", runstate, session["pid"]),
             guest="old QEMU, PID %d, %s" % (session["pid"], runstate), recovered=True)
 
-    # The table of the new QEMU's network namespace, which may be the old one's (identity.py), not this process's.
-    while not common.listening(session["cpr_socket"], "/proc/%d/net/unix" % proc.pid):
+    # The new QEMU itself, in its network namespace (the old one's: identity.py), not another process that
+    # bound that name.
+    cpr_socket = "/proc/%d/root%s" % (proc.pid, session["cpr_socket"])
+    while not listens_on(proc.pid, cpr_socket):
         if proc.poll() is not None:
             rollback("the new QEMU exited before listening (status %s)" % proc.returncode)
         if time.monotonic() > deadline:
@@ -317,6 +328,11 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
         # Before the pause, so a slower poll costs the guest nothing; with many switches at once, a poll every
         # millisecond took the CPU the new QEMUs needed to start.
         time.sleep(0.01)
+    # A launcher that enters namespaces of its own would give the guest a tap and sockets elsewhere.
+    moved = [kind for kind, ns in sorted(namespaces.items()) if _namespace(proc.pid, kind) != ns]
+    if moved:
+        rollback("the new QEMU runs in other %s namespaces than the old one (its launcher moved it?)"
+                 % ", ".join(moved))
 
     with turn.pause():
         # The others' pauses may have come first: the migration gets the whole timeout.

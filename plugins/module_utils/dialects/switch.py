@@ -170,25 +170,6 @@ def socket_identity(path):
     return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
-_SO_ACCEPTCON = 0x10000
-
-
-def listening(bound_path, proc_net_unix="/proc/net/unix"):
-    """Whether some process listens on a UNIX socket bound as ``bound_path``.
-
-    The socket file appears at bind(), before listen(); a connect() in between
-    is refused.  Probing with a connection of our own is no way to tell: the
-    listener would take it for its peer.
-    """
-    try:
-        with open(proc_net_unix) as f:
-            # A network namespace's table holds every UNIX socket there: only the lines naming the path are split.
-            rows = [line.split() for line in f if bound_path in line]
-    except OSError:
-        return False
-    return any(len(r) >= 8 and r[7] == bound_path and int(r[3], 16) & _SO_ACCEPTCON for r in rows)
-
-
 def connect_new(path, old_identity, pid_ok, deadline, qmp_timeout):
     """Connect to the new QEMU's QMP socket once it has bound ``path`` anew.
 

@@ -39,7 +39,7 @@ def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", c
     base = tmp_path / "proc" / str(pid)
     (base / "attr").mkdir(parents=True)
     (base / "ns").mkdir()
-    for kind in ("net", "ipc", "uts", "cgroup", "pid", "time"):
+    for kind in ("net", "ipc", "uts", "cgroup", "pid", "time", "user"):
         os.symlink(dict(namespaces or {}).get(kind) or os.readlink("/proc/self/ns/" + kind), str(base / "ns" / kind))
     fields = {"Name": "qemu-system-x86", "Umask": "0027", "Uid": "107\t107\t107\t107",
               "Gid": "108\t108\t108\t108", "Groups": "108 36 ", "NoNewPrivs": "1",
@@ -150,16 +150,37 @@ def test_lsm_label(tmp_path, no_systemd, attr, label):
 @pytest.mark.parametrize("kind, refused", [
     ("pid", "it runs in pid:[1] of its own, which the new QEMU would not share: its PID namespace"),
     ("time", "it runs in time:[1] of its own, which the new QEMU would not share: its time namespace"),
-    ("net", None),  # joined
+    ("user", "it runs in user:[1] of its own, which the new QEMU would not share: its user namespace"),
 ])
-def test_a_pid_or_time_namespace_of_its_own_is_refused(tmp_path, no_systemd, kind, refused):
+def test_a_pid_time_or_user_namespace_of_its_own_is_refused(tmp_path, no_systemd, kind, refused):
     proc, pid, _workdir = _fake_proc(tmp_path, namespaces={kind: "%s:[1]" % kind})
     ident = identity.capture(pid, proc=proc)
+    assert identity.namespaces_to_join(ident) == []
     found = [f for f in identity.problems(ident, mountinfo=_mountinfo(tmp_path, [])) if "namespace" in f]
-    if refused:
-        assert len(found) == 1 and found[0].startswith("PID %d: %s" % (pid, refused)), found
-    else:
-        assert found == [] and identity.namespaces_to_join(ident) == ["net"]
+    assert len(found) == 1 and found[0].startswith("PID %d: %s" % (pid, refused)), found
+
+
+def test_root_joins_no_namespace_its_user_namespace_does_not_own(tmp_path):
+    """In a user namespace of its own the VM's user holds every capability in the network namespace it made:
+    root would act (and its launcher connect) where that user listens."""
+    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "--", "sleep", "300"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink("/proc/%d/ns/user" % proc.pid) == os.readlink("/proc/self/ns/user"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the test process did not start"
+            time.sleep(0.02)
+        ident = identity.capture(proc.pid)
+        found = identity.problems(ident)
+        owner = ident["namespaces"]["user"]
+        assert "PID %d: its net namespace is owned by %s, not by %s" % (
+            proc.pid, owner, os.readlink("/proc/self/ns/user")) in found, found
+        with pytest.raises(identity.IdentityError) as e:
+            with identity.namespace_fds(ident):
+                pass
+        assert "its net namespace is owned by %s" % owner in str(e.value)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_lsm_label_is_refused(tmp_path, no_systemd):

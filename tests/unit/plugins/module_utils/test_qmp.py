@@ -227,3 +227,19 @@ def test_messages_are_formatted_for_qemu_qmps_log_only_when_it_logs_at_debug_lev
     caplog.set_level(logging.DEBUG, logger=client.logger.name)
     assert client._cb_inbound({"return": {}}) == {"return": {}}
     assert "<-- {'return': {}}" in caplog.text
+
+
+def test_a_process_listens_on_a_socket_once_it_listens_and_only_on_its_own(tmp_path):
+    """cpr-transfer waits for the new QEMU itself to listen: a bound socket is refused connections until then,
+    and another process (the old QEMU, its user) may hold a socket of that name."""
+    path = str(tmp_path / "cpr.sock")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(path)
+        assert not qmp.listens_on(os.getpid(), path)
+        sock.listen(1)
+        assert qmp.listens_on(os.getpid(), path)
+        assert not qmp.listens_on(os.getppid(), path)
+    finally:
+        sock.close()
+    assert not qmp.listens_on(os.getpid(), path)
