@@ -86,6 +86,16 @@ def identity_problems(session):
     return identity.problems(identity.capture(session["pid"]), session["old_argv"])
 
 
+def _listens(pid, path):
+    """Whether process PID itself listens on the UNIX socket it names PATH, in its network namespace (the old
+    QEMU's: identity.py): not another process that bound that name. Its root and working directory are looked
+    up on each call: they change as the launch stage, a launcher and QEMU exec one another."""
+    try:
+        return listens_on(pid, process.host_path(pid, path))
+    except OSError:
+        return False
+
+
 def _namespace(pid, kind):
     try:
         return os.readlink("/proc/%d/ns/%s" % (pid, kind))
@@ -317,10 +327,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
             "QMP socket" % (vm, why, " (new QEMU said: %s)" % log if log else "", runstate, session["pid"]),
             guest="old QEMU, PID %d, %s" % (session["pid"], runstate), recovered=True)
 
-    # The new QEMU itself, in its network namespace (the old one's: identity.py), not another process that
-    # bound that name.
-    cpr_socket = "/proc/%d/root%s" % (proc.pid, session["cpr_socket"])
-    while not listens_on(proc.pid, cpr_socket):
+    while not _listens(proc.pid, session["cpr_socket"]):
         if proc.poll() is not None:
             rollback("the new QEMU exited before listening (status %s)" % proc.returncode)
         if time.monotonic() > deadline:
