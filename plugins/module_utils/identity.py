@@ -274,7 +274,7 @@ def capture(pid, proc="/proc"):
         "lsm_label": _lsm_label(pid, proc),
         "systemd_unit": unit,
         "systemd_main_pid": unit_main_pid(unit) if unit else None,
-        "scheduling": scheduling.capture(pid, proc),
+        "scheduling": scheduling.capture(pid, status, proc),
         "namespaces": _namespaces(pid, proc),
     }
 
@@ -291,50 +291,55 @@ def _namespaces(pid, proc):
     return found
 
 
-def _own_namespace(kind):
+def namespace(pid, kind):
+    """Process PID's (or "self"'s) namespace of KIND as /proc names it ('net:[4026531840]'), or None where it
+    is gone or the kernel has no such kind."""
     try:
-        return os.readlink("/proc/self/ns/%s" % kind)
-    except FileNotFoundError:
+        return os.readlink("/proc/%s/ns/%s" % (pid, kind))
+    except (FileNotFoundError, ProcessLookupError):
         return None
 
 
 def namespaces_to_join(ident):
     """The kinds of namespace in which the old QEMU is not where this process is, and that the new one joins."""
     return [k for k in sorted(JOINED_NAMESPACES) if k in ident["namespaces"] and
-            ident["namespaces"][k] != _own_namespace(k)]
+            ident["namespaces"][k] != namespace("self", k)]
 
 
-def _foreign_owner(kind, fd):
-    """Why root must not enter the namespace open at fd: it is owned by a user namespace other than this
-    process's, where the VM's user may hold every capability (and listen on anything); or None."""
-    owner = process.namespace_owner(fd)
-    if owner != _own_namespace("user"):
-        return "its %s namespace is owned by %s, not by %s" % (kind, owner, _own_namespace("user"))
-    return None
+def _open_namespace(ident, kind):
+    """An fd of the old QEMU's namespace of KIND, the one captured, that root may enter: one owned by a user
+    namespace other than this process's is the VM's user's (who may hold every capability, and listen on
+    anything, there). Raises IdentityError, or OSError where it cannot be opened."""
+    fd = os.open("/proc/%d/ns/%s" % (ident["pid"], kind), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if "%s:[%d]" % (kind, os.fstat(fd).st_ino) != ident["namespaces"][kind]:
+            raise IdentityError("it is no longer in the %s namespace %s" % (kind, ident["namespaces"][kind]))
+        owner = process.namespace_owner(fd)
+        if owner != namespace("self", "user"):
+            raise IdentityError("its %s namespace is owned by %s, not by %s" % (kind, owner, namespace("self", "user")))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _namespace_problems(ident):
+def _namespace_problems(ident, own_caps):
     found = []
     for kind, why in sorted(REFUSED_NAMESPACES.items()):
-        if kind in ident["namespaces"] and ident["namespaces"][kind] != _own_namespace(kind):
+        if kind in ident["namespaces"] and ident["namespaces"][kind] != namespace("self", kind):
             found.append("it runs in %s of its own, which the new QEMU would not share: %s"
                          % (ident["namespaces"][kind], why))
     joined = namespaces_to_join(ident)
-    if joined and not int(_own_caps()["CapEff"], 16) & (1 << CAP_SYS_ADMIN):
+    if joined and not own_caps & (1 << CAP_SYS_ADMIN):
         found.append("it runs in %s namespaces other than this module's, which cannot join them without "
                      "CAP_SYS_ADMIN" % ", ".join(joined))
     for kind in joined:
         try:
-            fd = os.open("/proc/%d/ns/%s" % (ident["pid"], kind), os.O_RDONLY | os.O_CLOEXEC)
+            os.close(_open_namespace(ident, kind))
+        except IdentityError as e:
+            found.append(str(e))
         except OSError as e:
             found.append("its %s namespace cannot be opened: %s" % (kind, e.strerror))
-            continue
-        try:
-            foreign = _foreign_owner(kind, fd)
-        finally:
-            os.close(fd)
-        if foreign:
-            found.append(foreign)
     return found
 
 
@@ -342,19 +347,16 @@ def _namespace_problems(ident):
 def namespace_fds(ident):
     """{kind: fd} of the old QEMU's namespaces to join (namespaces_to_join), open while in the ``with``.
 
-    Opened through /proc/PID/ns: the caller checks after this that PID is still the old QEMU. A namespace that
-    is not the one captured raises IdentityError.
+    Opened through /proc/PID/ns: the caller checks after this that PID is still the old QEMU. Raises
+    IdentityError for a namespace root must not enter (_open_namespace).
     """
     fds = {}
     try:
         for kind in namespaces_to_join(ident):
-            fds[kind] = os.open("/proc/%d/ns/%s" % (ident["pid"], kind), os.O_RDONLY | os.O_CLOEXEC)
-            captured = ident["namespaces"][kind]
-            if "%s:[%d]" % (kind, os.fstat(fds[kind]).st_ino) != captured:
-                raise IdentityError("PID %d is no longer in the %s namespace %s" % (ident["pid"], kind, captured))
-            foreign = _foreign_owner(kind, fds[kind])
-            if foreign:
-                raise IdentityError("PID %d: %s" % (ident["pid"], foreign))
+            try:
+                fds[kind] = _open_namespace(ident, kind)
+            except IdentityError as e:
+                raise IdentityError("PID %d: %s" % (ident["pid"], e))
         yield fds
     finally:
         for fd in fds.values():
@@ -466,9 +468,10 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
                      % (ident["cwd_seen"], ident["root"]))
     found += _env_problems(ident["environ"])
     found += _cap_problems(ident)
-    found += _namespace_problems(ident)
+    own_caps = int(_own_caps()["CapEff"], 16)
+    found += _namespace_problems(ident, own_caps)
     found += scheduling.problems(ident["scheduling"], ident["uid"], pid, scheduling.limits(_read("/proc/self/limits")),
-                                 int(_own_caps()["CapEff"], 16))
+                                 own_caps)
     if os.uname().machine not in KEYCTL_SYSCALL:
         found.append("the new QEMU cannot be given a session keyring of its own on %s: it would share this "
                      "module's (root's keys)" % os.uname().machine)
@@ -532,8 +535,7 @@ def _drop_tail(argv, ident):
     env = ["%s=%s" % kv for kv in _env_dict(ident["environ"]).items()]
     # The VM's limits bind only what follows the launcher: util-linux prlimit, then chroot and env, which
     # write nothing.
-    limits = ["--%s=%s:%s" % (name.lower(), "unlimited" if soft is None else soft,
-                              "unlimited" if hard is None else hard)
+    limits = ["--%s=%s:%s" % (name.lower(), scheduling.shown(soft), scheduling.shown(hard))
               for name, (soft, hard) in sorted(ident["scheduling"]["limits"].items())]
     # chdir while still root, as without a launcher: the old QEMU may sit in a directory
     # its user cannot enter (QEMU's own -run-with user= keeps the cwd root started it in).
@@ -543,18 +545,19 @@ def _drop_tail(argv, ident):
              "env", "-i", "--"] + env + list(argv))
 
 
-def launch_command(argv, ident, launcher=(), namespaces=None, mountinfo="/proc/self/mountinfo"):
+def launch_command(argv, ident, launcher=(), namespaces=None, old_argv=None, mountinfo="/proc/self/mountinfo"):
     """(command, Popen keyword arguments) that start QEMU argv as the process of ``ident`` ran.
 
     The Popen'd PID becomes QEMU (every step execs).  ``launcher`` is a command prefix run
     as root (chroot, a namespace) that must exec its argument vector.  ``namespaces`` are the
     fds of namespace_fds(ident), open until Popen.  The caller keeps stdin/stdout/stderr,
-    start_new_session and close_fds.  Raises IdentityError when ``problems`` would have refused.
+    start_new_session and close_fds.  Raises IdentityError when ``problems`` refuses (with
+    ``old_argv``, the old QEMU's command line).
     """
     namespaces = namespaces or {}
     if sorted(namespaces) != namespaces_to_join(ident):
         raise IdentityError("the namespaces to join are %s, not %s" % (namespaces_to_join(ident), sorted(namespaces)))
-    refused = problems(ident, mountinfo=mountinfo)
+    refused = problems(ident, old_argv, mountinfo=mountinfo)
     if refused:
         raise IdentityError("; ".join(refused))
     mounts = _mounts(mountinfo)

@@ -18,6 +18,8 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+
 # The policies sched_setscheduler(2) sets (SCHED_OTHER, FIFO, RR, BATCH, IDLE); SCHED_DEADLINE needs
 # sched_setattr, which Python does not offer, and SCHED_EXT a BPF scheduler.
 SETTABLE_POLICIES = (0, 1, 2, 3, 5)
@@ -81,12 +83,12 @@ def _reset_on_fork(pid):
         return False
 
 
-def capture(pid, proc="/proc"):
-    """What process PID's successor must be given: its policy (and whether its children are reset) and
-    real-time priority, nice, CPUs, OOM score adjustment and resource limits."""
+def capture(pid, status, proc="/proc"):
+    """What process PID (whose /proc/PID/status is STATUS, as process.status reads it) must give its successor:
+    its policy (and whether its children are reset) and real-time priority, nice, CPUs, OOM score adjustment
+    and resource limits."""
     stat = _stat_fields(_read("%s/%d/stat" % (proc, pid)))
-    allowed = [line.split(":", 1)[1] for line in _read("%s/%d/status" % (proc, pid)).splitlines()
-               if line.startswith("Cpus_allowed_list:")]
+    allowed = status.get("Cpus_allowed_list")
     # stat(5): field 19 is nice, 40 rt_priority, 41 policy; the list above starts at field 3.
     return {
         "policy": int(stat[38]), "reset_on_fork": _reset_on_fork(pid), "rt_priority": int(stat[37]),
@@ -101,7 +103,8 @@ def _above(value, other):
     return other is not None and (value is None or value > other)
 
 
-def _shown(value):
+def shown(value):
+    """A limit as prlimit(1) and the messages spell it."""
     return "unlimited" if value is None else str(value)
 
 
@@ -111,12 +114,11 @@ def _tasks_of(uid, proc):
     for name in os.listdir(proc):
         if name.isdigit():
             try:
-                fields = dict(line.split(":", 1) for line in _read("%s/%s/status" % (proc, name)).splitlines()
-                              if ":" in line)
+                fields = process.status(int(name), proc)
             except OSError:
                 continue  # gone
-            if int(fields["Uid"].split()[0]) == uid:
-                count += int(fields["Threads"])
+            if int(fields["Uid"][0]) == uid:
+                count += int(fields["Threads"][0])
     return count
 
 
@@ -128,7 +130,7 @@ def problems(sched, uid, pid, own_limits, own_caps, proc="/proc"):
         found.append("it runs under the scheduling policy SCHED_%s, which the new QEMU would not get"
                      % POLICY_NAMES.get(sched["policy"], str(sched["policy"])).upper())
     if not own_caps & (1 << CAP_SYS_RESOURCE):
-        raised = ["%s %s > %s" % (name, _shown(hard), _shown(own_limits[name][1])) for name, (_soft, hard)
+        raised = ["%s %s > %s" % (name, shown(hard), shown(own_limits[name][1])) for name, (_soft, hard)
                   in sorted(sched["limits"].items()) if name in own_limits and _above(hard, own_limits[name][1])]
         if raised:
             found.append("its hard limits are above this module's (%s), which cannot raise them without "
@@ -137,7 +139,7 @@ def problems(sched, uid, pid, own_limits, own_caps, proc="/proc"):
     if uid != 0 and nproc is not None:
         # Both QEMUs count against the user's limit during the switch; a thread QEMU cannot start aborts it.
         # Every task of the host (/proc/loadavg's 4th field) bounds the user's: counted only where that is over.
-        threads = int(dict(line.split(":", 1) for line in _read("%s/%d/status" % (proc, pid)).splitlines())["Threads"])
+        threads = int(process.status(pid, proc)["Threads"][0])
         everyone = int(_read("%s/loadavg" % proc).split()[3].split("/")[1])
         tasks = _tasks_of(uid, proc) if everyone + threads > nproc else everyone
         if tasks + threads > nproc:

@@ -31,8 +31,8 @@ KEPT = ("uid", "gid", "groups", "cwd", "umask", "cgroups", "lsm_label", "no_new_
         "scheduling")
 # How a service manager may have QEMU scheduled and limited (systemd's OOMScoreAdjust=, LimitNOFILE=,
 # LimitCORE=, CPUSchedulingPolicy=, CPUSchedulingResetOnFork=, Nice=, CPUAffinity=): none of it the modules'
-# own. Limits are only lowered
-# and the OOM score adjustment raised: this machine's root may lack CAP_SYS_RESOURCE.
+# own. Limits are only lowered and the OOM score adjustment raised: this machine's root may lack
+# CAP_SYS_RESOURCE.
 SCHEDULED = ("sh", "-c", 'echo 300 > /proc/self/oom_score_adj && exec "$@"', "sh",
              "prlimit", "--nofile=512:8192", "--core=0", "chrt", "--batch", "--reset-on-fork", "0", "nice", "-n", "7",
              "taskset", "-c", str(sorted(os.sched_getaffinity(0))[-1]))

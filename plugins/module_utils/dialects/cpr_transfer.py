@@ -96,26 +96,16 @@ def _listens(pid, path):
         return False
 
 
-def _namespace(pid, kind):
-    try:
-        return os.readlink("/proc/%d/ns/%s" % (pid, kind))
-    except OSError:
-        return None
-
-
 def start_new_qemu(session):
     """Start the new QEMU detached and as the old one runs (identity.py: user, groups, working directory,
     environment, umask, cgroups, namespaces, scheduling and limits): its own session, no terminal, output to a
     log in the root-only lock dir.
 
     It must outlive this module, the SSH connection and Ansible.  Raises identity.IdentityError, before
-    anything is started, when the old QEMU's identity cannot be reproduced.  Returns the process, its log's
-    path, and the namespaces it must be in ({kind: 'net:[N]'}).
+    anything is started, when the old QEMU's identity cannot be reproduced (launch_command checks).  Returns
+    the process and its log's path.
     """
     ident = identity.capture(session["pid"])
-    refused = identity.problems(ident, session["old_argv"])
-    if refused:
-        raise identity.IdentityError("; ".join(refused))
     # QEMU's own -run-with user=/chroot= would die in a QEMU that already runs as that user.
     argv = identity.argv_for(session["new_argv"], ident) + qemu_argv(session)[len(session["new_argv"]):]
     log_path = os.path.join(session["lock_dir"], "new-qemu.log")
@@ -123,15 +113,14 @@ def start_new_qemu(session):
         # After the namespaces are open: they are the VM's QEMU's.
         if common.starttime(session["pid"]) != session["pid_starttime"]:
             raise identity.IdentityError("PID %d is no longer the VM's QEMU" % session["pid"])
-        cmd, kwargs = identity.launch_command(argv, ident, session["launcher"], namespaces)
+        cmd, kwargs = identity.launch_command(argv, ident, session["launcher"], namespaces, session["old_argv"])
         log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, close_fds=True, **kwargs)
         finally:
             os.close(log)
-    return proc, log_path, dict((k, ident["namespaces"][k]) for k in identity.JOINED_NAMESPACES
-                                if k in ident["namespaces"])
+    return proc, log_path
 
 
 def _log_tail(path, argv):
@@ -294,7 +283,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
 
     try:
         pids.move_aside()
-        proc, log_path, namespaces = start_new_qemu(session)
+        proc, log_path = start_new_qemu(session)
     except (identity.IdentityError, state.StateError, OSError) as e:
         pids.give_back()
         sockets.give_back(old_identity, qmp_host)
@@ -336,7 +325,8 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
         # millisecond took the CPU the new QEMUs needed to start.
         time.sleep(0.01)
     # A launcher that enters namespaces of its own would give the guest a tap and sockets elsewhere.
-    moved = [kind for kind, ns in sorted(namespaces.items()) if _namespace(proc.pid, kind) != ns]
+    moved = [kind for kind in sorted(identity.JOINED_NAMESPACES)
+             if identity.namespace(proc.pid, kind) != identity.namespace(session["pid"], kind)]
     if moved:
         rollback("the new QEMU runs in other %s namespaces than the old one (its launcher moved it?)"
                  % ", ".join(moved))
