@@ -88,13 +88,9 @@ def shared_ram_blockers(facts):
 
 
 def transfer_blockers(facts):
-    """A new PID ends a systemd service whose main process the VM's QEMU is: systemd kills the new QEMU too."""
-    ident = facts.get("runs_as") or {}
-    if ident.get("systemd_unit") and ident.get("systemd_main_pid") in (None, facts["pid"]):
-        return ["QEMU is%s the main process of systemd service %s, which stops (killing a new QEMU with it) when "
-                "that process exits: use a dialect that keeps the PID (cpr-exec)"
-                % ("" if ident.get("systemd_main_pid") else " maybe", ident["systemd_unit"])]
-    return []
+    """Why a new QEMU could not run as the VM's QEMU does (identity.problems, read into runs_as by vm_facts):
+    a systemd service's main process, a PID namespace of its own, an LSM label, limits root cannot give..."""
+    return list((facts.get("runs_as") or {}).get("transfer_refusals") or [])
 
 
 def exec_blockers(facts):

@@ -109,7 +109,6 @@ def _check_new_argv(argv, facts, qmp_as_given, dialect, label, root):
     problems = validation.check_argv(argv, facts, qmp_as_given, dialect)
     old_argv = process.read_argv(facts["pid"])
     if dialect == cpr_transfer.MODE:
-        problems += cpr_transfer.identity_problems({"pid": facts["pid"], "old_argv": old_argv})
         problems += cpr_transfer.pidfile_problems({"pid": facts["pid"], "new_argv": argv,
                                                    "uid": process.credentials(facts["pid"])[0]})
     elif identity.argv_chroots(old_argv) is not None and process.credentials(facts["pid"])[0] != 0:

@@ -100,9 +100,9 @@ def untrusted_reason(pid):
     return None
 
 
-def runs_as(pid):
-    """Who the VM's QEMU runs as: what a live upgrade must keep (its environment stays private)."""
-    ident = identity.capture(pid)
+def runs_as(ident):
+    """Who the VM's QEMU runs as (identity.capture()): what a live upgrade must keep (its environment stays
+    private)."""
     return dict((k, ident[k]) for k in ("uid", "gid", "groups", "umask", "cgroups", "lsm_label", "systemd_unit",
                                         "systemd_main_pid", "scheduling"))
 
@@ -236,12 +236,17 @@ def gather(conn):
     shown = process.parse_argv(masked)  # what results may carry: secrets masked
     binary = process.binary_facts(pid)
     # Nothing is asked of the system about a process the collection does not act for.
-    owner = None if untrusted else runs_as(pid)
+    ident = None if untrusted else identity.capture(pid)
+    owner = None if untrusted else runs_as(ident)
     # An argv not read for sure may hide a -compat: nothing is shared for it (nor for an untrusted binary).
     unknown = process.unknown_options(argv)
     shared = None if options_error or unknown else _binary_key(pid, parsed["compat"], owner)
     image = _per_image(conn, (pid, switch.starttime(pid), tuple(binary["file_id"]), tuple(argv)), parsed["accel"],
                        shared)
+    if owner is not None:
+        # Judged where QEMU offers cpr-transfer only: the one dialect that starts a process of its own.
+        owner["transfer_refusals"] = (identity.problems(ident, argv)
+                                      if "cpr-transfer" in image["migration_modes"] else [])
     v = image["version"]["qemu"]
     status = conn.execute("query-status")
     machine_type = image["machine_type"]

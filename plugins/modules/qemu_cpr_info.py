@@ -533,6 +533,15 @@ vms:
                 unlimited.
               type: dict
               sample: {NOFILE: [1024, 524288], CORE: [0, null]}
+        transfer_refusals:
+          description:
+            - Why a C(cpr-transfer) could not start the new QEMU as this one runs, each also a reason C(cpr-transfer)
+              is not ready; empty where it could, or where QEMU does not offer C(cpr-transfer).
+            - The main process of a systemd service, an LSM label, a PID, time or user namespace of its own, a
+              namespace another user namespace owns, the scheduling above, a working directory or cgroup that
+              cannot be reached.
+          type: list
+          elements: str
     untrusted:
       description:
         - Why the collection will not act for this VM, or null. A QEMU process is trusted only if the executable

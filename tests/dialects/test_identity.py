@@ -156,3 +156,19 @@ def test_live_update_keeps_user_groups_and_cgroups(lab_vm, copies):
     copies.append(directory)
     os.chmod(directory, 0o755)
     _exec_upgrade(vm, _root_owned_copy(vmlab.sim_binary(5), directory, []), "live-update")
+
+
+def test_a_vm_in_a_pid_namespace_of_its_own_is_not_ready_for_cpr_transfer(lab_vm):
+    """A new QEMU could not be started in the old one's PID namespace (a process cannot enter one): qemu_cpr_info
+    says cpr-transfer is not ready, and why, and qemu_cprsave refuses it with nothing changed."""
+    vm = lab_vm("id-pidns", qemu="10.0", launch_prefix=("unshare", "--pid", "--fork"))
+    with open("/proc/%d/task/%d/children" % (vm.pid, vm.pid)) as f:
+        vm.adopt(int(f.read().split()[0]))  # QEMU is unshare's child, the namespace's first process
+    report = vm_facts.inspect(vm.qmp_socket, 10.0)
+    assert report["pid"] == vm.pid
+    refusals = report["runs_as"]["transfer_refusals"]
+    assert len(refusals) == 1 and "pid:[" in refusals[0], refusals
+    assert report["dialects"]["cpr-transfer"]["reasons"] == refusals and report["preferred_dialect"] is None
+    with pytest.raises(upgrade.UpgradeError, match="not ready for cpr-transfer: PID %d: it runs in pid:" % vm.pid):
+        upgrade.prepare(vm.qmp_socket, TARGET, dialect="cpr-transfer", new_root=vmlab.ROOT, launcher=vmlab.launcher())
+    assert switch_state(vm) == NO_STATE and vm.running()

@@ -81,11 +81,6 @@ def is_armed(conn, session):
     return conn.execute("query-migrate-parameters").get("mode") == MODE
 
 
-def identity_problems(session):
-    """Why the new QEMU could not run as the old one does (checked before the pause)."""
-    return identity.problems(identity.capture(session["pid"]), session["old_argv"])
-
-
 def _listens(pid, path):
     """Whether process PID itself listens on the UNIX socket it names PATH, in its network namespace (the old
     QEMU's: identity.py): not another process that bound that name. Its root and working directory are looked
