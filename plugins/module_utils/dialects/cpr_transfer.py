@@ -27,6 +27,7 @@ __metaclass__ = type
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -116,6 +117,16 @@ def start_new_qemu(session):
         finally:
             os.close(log)
     return proc, log_path
+
+
+def _ended(returncode):
+    """How a process ended, as Popen's returncode tells it (negative: the signal that killed it)."""
+    if returncode < 0:
+        try:
+            return "killed by %s" % signal.Signals(-returncode).name
+        except ValueError:
+            return "killed by signal %d" % -returncode
+    return "exit status %d" % returncode
 
 
 def _log_tail(path, argv):
@@ -308,12 +319,12 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
         log = _log_tail(log_path, launch_argv(session))
         raise common.SwitchFailed(
             "%s: cpr-transfer rolled back: %s%s; the guest is %s on the old QEMU (PID %d), which keeps its "
-            "QMP socket" % (vm, why, " (new QEMU said: %s)" % log if log else "", runstate, session["pid"]),
+            "QMP socket" % (vm, why, " (its log: %s)" % log if log else "", runstate, session["pid"]),
             guest="old QEMU, PID %d, %s" % (session["pid"], runstate), recovered=True)
 
     while not _listens(proc.pid, session["cpr_socket"]):
         if proc.poll() is not None:
-            rollback("the new QEMU exited before listening (status %s)" % proc.returncode)
+            rollback("the new QEMU exited before listening (%s)" % _ended(proc.returncode))
         if time.monotonic() > deadline:
             rollback("the new QEMU did not listen on %s in %ss" % (session["cpr_socket"], timeout))
         # Before the pause, so a slower poll costs the guest nothing; with many switches at once, a poll every
@@ -341,7 +352,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
 
         def new_alive(peer):
             if proc.poll() is not None:
-                rollback("the new QEMU exited while loading the guest (status %s)" % proc.returncode)
+                rollback("the new QEMU exited while loading the guest (%s)" % _ended(proc.returncode))
             return peer == proc.pid
 
         # Until the new QEMU is told to run the guest, any failure, expected or not, rolls back; after that

@@ -7,6 +7,8 @@ __metaclass__ = type
 
 import os
 
+import pytest
+
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_transfer
 
 
@@ -42,3 +44,9 @@ def test_only_the_pidfile_qemu_holds_open_for_writing_is_handed_over(trusted_dir
 def test_a_vm_without_a_pidfile_has_nothing_to_hand_over():
     session = {"new_argv": ["/usr/bin/qemu-system-x86_64"], "uid": 0, "pid": os.getpid()}
     assert cpr_transfer.pidfile_problems(session) == []
+
+
+@pytest.mark.parametrize("returncode, said", [(1, "exit status 1"), (126, "exit status 126"),
+                                              (-9, "killed by SIGKILL"), (-200, "killed by signal 200")])
+def test_how_the_new_qemu_ended_is_said(returncode, said):
+    assert cpr_transfer._ended(returncode) == said
