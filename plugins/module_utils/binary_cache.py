@@ -41,7 +41,8 @@ import re
 import stat
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, state
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import state
 
 BASE = state.LOCK_BASE
 # Never a VM's key (those end in -<16 hex digits>): recover.py finds no session in it.

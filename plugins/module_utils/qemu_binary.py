@@ -24,7 +24,8 @@ import stat
 import subprocess
 import threading
 
-from ansible_collections.cpr.qemu.plugins.module_utils import binary_cache, parallel, process, trust
+from ansible_collections.cpr.qemu.plugins.module_utils import binary_cache, parallel, process
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import trust
 
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(?:\s*\((.*)\))?")
 _ALIAS = re.compile(r"\(alias of ([^)]+)\)")

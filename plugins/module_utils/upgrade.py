@@ -19,8 +19,9 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import (
-    detached, identity, parallel, process, qemu_binary, readiness, session as sessions, state, validation, vm_facts)
+from ansible_collections.cpr.qemu.plugins.module_utils import parallel, process, qemu_binary, readiness, validation, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import detached, session as sessions, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_exec, cpr_transfer, live_update
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError, event_time

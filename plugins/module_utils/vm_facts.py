@@ -14,8 +14,9 @@ __metaclass__ = type
 import os
 import threading
 
-from ansible_collections.cpr.qemu.plugins.module_utils import (
-    identity, parallel, process, qemu_binary, readiness, recover, session, state, trust)
+from ansible_collections.cpr.qemu.plugins.module_utils import parallel, process, qemu_binary, readiness
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity, trust
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import recover, session, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch
 from ansible_collections.cpr.qemu.plugins.module_utils import qmp
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPCommandError, QMPError

@@ -120,7 +120,8 @@ settled:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import options, recover
+from ansible_collections.cpr.qemu.plugins.module_utils import options
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import recover
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 

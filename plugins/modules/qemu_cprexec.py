@@ -199,7 +199,8 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, process, session, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import diff, options, process, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 
 

@@ -37,8 +37,9 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import (
-    identity, process, qemu_binary, state, upgrade, vm_facts)
+from ansible_collections.cpr.qemu.plugins.module_utils import process, qemu_binary, upgrade, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import state
 
 NOBODY, NOGROUP = 65534, 65534
 AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOGROUP, "--clear-groups", "--"]

@@ -23,7 +23,8 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import identity, upgrade, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils import upgrade, vm_facts
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity
 
 TARGET = "/usr/bin/qemu-system-x86_64"
 NOBODY, NOGROUP = 65534, 65534

@@ -20,7 +20,8 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import fault, recover, session as sessions, state, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import recover, session as sessions, state
 from ansible_collections.cpr.qemu.plugins.modules import qemu_cprexec
 
 TARGET = "/usr/bin/qemu-system-x86_64"

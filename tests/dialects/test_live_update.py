@@ -16,7 +16,8 @@ import pytest
 
 import vmlab
 from conftest import NO_STATE, switch_state
-from ansible_collections.cpr.qemu.plugins.module_utils import session as sessions, upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils import upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session as sessions
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import live_update
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection

@@ -14,7 +14,8 @@ import vmlab
 from conftest import switch_state
 from ansible_collections.cpr.qemu.plugins.module_utils import upgrade, validation
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_exec, cpr_transfer
-from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions, state
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session as sessions, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection
 

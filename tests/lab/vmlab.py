@@ -1019,7 +1019,7 @@ class LabVM:
         self._reap()
 
     def lock_dir(self):
-        """The cpr.qemu modules' root-only state directory of this VM (as plugins/module_utils/state.py
+        """The cpr.qemu modules' root-only state directory of this VM (as plugins/module_utils/recovery/state.py
         names it: the QMP socket's name in its directory, known by device and inode), if there is one."""
         try:
             st = os.stat(os.path.dirname(self.qmp_socket))

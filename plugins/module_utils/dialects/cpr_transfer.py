@@ -32,7 +32,9 @@ import stat
 import subprocess
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import fault, identity, process, session as sessions, state, validation
+from ansible_collections.cpr.qemu.plugins.module_utils import fault, process, validation
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session as sessions, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPError, listens_on
 

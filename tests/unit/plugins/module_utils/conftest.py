@@ -12,7 +12,8 @@ import tempfile
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, trust
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import trust
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ import shutil
 import subprocess
 import sys
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, scheduling
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import scheduling
 
 # The environment variable that carries the stage's spec (environ is readable
 # by root and the process's owner only; a command line by everyone).

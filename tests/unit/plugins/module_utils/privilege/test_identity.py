@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import identity, scheduling
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity, scheduling
 
 PIDS_CGROUP = "/sys/fs/cgroup/pids"
 OTHER_UID, OTHER_GID, OTHER_GROUPS = 65534, 65533, [5, 6]

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import trust
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import trust
 
 
 NOBODY = 65534

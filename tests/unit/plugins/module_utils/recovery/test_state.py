@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import state
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import state
 
 QEMU_UID, QEMU_GID, OTHER_UID = 64055, 64055, 1000
 

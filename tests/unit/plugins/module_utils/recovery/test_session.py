@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils import session, state
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch
 
 KEY = "qmp.sock-0123456789abcdef"

@@ -32,7 +32,7 @@ import os
 import re
 import stat
 
-from ansible_collections.cpr.qemu.plugins.module_utils import trust
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import trust
 
 LOCK_BASE = "/run/cpr-qemu"
 WORK_SUFFIX = ".cpr"

@@ -22,7 +22,8 @@ import os
 import time
 import uuid
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, state
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch
 
 LOCK_NAME = "session.json"

@@ -30,7 +30,8 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.cpr.qemu.plugins.module_utils import process, session as sessions, state
+from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session as sessions, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import cpr_exec, cpr_transfer, live_update
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch as common
 from ansible_collections.cpr.qemu.plugins.module_utils.qmp import QMPConnection, QMPError
