@@ -78,6 +78,23 @@ def lock_dir(key, base=LOCK_BASE, create=False):
     return path
 
 
+def _open_subdir(parent, name, create, where):
+    """A descriptor of directory NAME in the directory PARENT (closed here), made first (0700) where CREATE;
+    never through a symlink."""
+    try:
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            except FileExistsError:
+                pass
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            raise StateError("cannot open %s: %s" % (where, e.strerror))
+    finally:
+        os.close(parent)
+
+
 def open_root_only_dir(name, base=LOCK_BASE):
     """A descriptor of ``base/name``, a directory of root's alone (0700 in the 0700 ``base``), created if
     missing; ``name`` is never a VM's key.  Neither is reached through a symlink: each is opened with
@@ -86,16 +103,10 @@ def open_root_only_dir(name, base=LOCK_BASE):
     parent = os.open(base, _DIR_FLAGS)
     try:
         _check_root_only(os.fstat(parent), base)
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent)
-        except FileExistsError:
-            pass
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except OSError as e:
-            raise StateError("cannot open %s/%s: %s" % (base, name, e.strerror))
-    finally:
+    except StateError:
         os.close(parent)
+        raise
+    fd = _open_subdir(parent, name, True, "%s/%s" % (base, name))
     try:
         _check_root_only(os.fstat(fd), os.path.join(base, name))
     except StateError:
@@ -192,19 +203,7 @@ def open_dir(root, path, owners):
 def open_work_dir(root, work_dir, uid, gid, create=False):
     """The work directory's fd (created 0700, owned by QEMU's uid and gid, when ``create``)."""
     parent = open_dir(root, os.path.dirname(work_dir), (uid,))
-    name = os.path.basename(work_dir)
-    try:
-        if create:
-            try:
-                os.mkdir(name, 0o700, dir_fd=parent)
-            except FileExistsError:
-                pass
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except OSError as e:
-            raise StateError("cannot open work directory %s: %s" % (work_dir, e.strerror))
-    finally:
-        os.close(parent)
+    fd = _open_subdir(parent, os.path.basename(work_dir), create, "work directory %s" % work_dir)
     st = os.fstat(fd)
     if st.st_uid not in (0, uid):
         os.close(fd)
