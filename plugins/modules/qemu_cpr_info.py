@@ -500,8 +500,8 @@ vms:
           type: int
         scheduling:
           description:
-            - How the kernel schedules and limits it; policy, nice and CPUs as its main thread shows them (what
-              the threads QEMU starts inherit).
+            - How the kernel schedules and limits it; policy, nice, CPUs, I/O priority and timer slack as its main
+              thread shows them (what the threads QEMU starts inherit).
             - A VM under C(SCHED_DEADLINE) or C(SCHED_EXT), with hard limits above the module's where the module
               lacks C(CAP_SYS_RESOURCE), or whose user could not run the new QEMU's threads beside the old one's
               (C(RLIMIT_NPROC)) is refused for C(cpr-transfer) before the pause.
@@ -525,9 +525,26 @@ vms:
               description: The CPUs it may run on.
               type: list
               elements: int
+            io_priority:
+              description:
+                - Its I/O priority as C([class, level]) (class 1 C(realtime), 2 C(best-effort), 3 C(idle), whose
+                  level is always 0); where it has none of its own, the one its policy and nice give. Null where it
+                  cannot be asked.
+              type: list
+              elements: int
+            timer_slack_ns:
+              description: Its timer slack in nanoseconds (C(PR_SET_TIMERSLACK), systemd's C(TimerSlackNSec=)).
+              type: int
             oom_score_adj:
               description: Its OOM score adjustment.
               type: int
+            coredump_filter:
+              description: Which of its memory a core dump holds (C(/proc/PID/coredump_filter), systemd's
+                C(CoredumpFilter=)), as an integer.
+              type: int
+            thp_disabled:
+              description: Whether transparent huge pages are off for it (C(PR_SET_THP_DISABLE)).
+              type: bool
             limits:
               description: Its resource limits, each C([soft, hard]) by the name of C(RLIMIT_<NAME>), null for
                 unlimited.

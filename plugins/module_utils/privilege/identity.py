@@ -54,7 +54,7 @@ import subprocess
 import sys
 
 from ansible_collections.cpr.qemu.plugins.module_utils import process
-from ansible_collections.cpr.qemu.plugins.module_utils.privilege import scheduling
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import scheduling, syscalls
 
 # The environment variable that carries the stage's spec (environ is readable
 # by root and the process's owner only; a command line by everyone).
@@ -77,9 +77,6 @@ REFUSED_NAMESPACES = {"pid": "its PID namespace (the new QEMU's PID, and the pid
                       "time": "its time namespace (the new QEMU's clocks would read differently)",
                       "user": "its user namespace (where its user may hold every capability)"}
 CAP_SYS_ADMIN = 21
-# keyctl(2)'s system call number per machine (Python has no keyctl): the launch stage gives the new QEMU a
-# session keyring of its own with it.
-KEYCTL_SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "ppc64": 271, "s390x": 280}
 
 STAGE = r"""
 import ctypes, errno, json, os, resource, signal, sys
@@ -101,9 +98,12 @@ def checked(result, tolerated=()):
     if result < 0 and ctypes.get_errno() not in tolerated:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
-def join(path):
+def write(path, text):
     with open(path, "w") as f:
-        f.write("%d\n" % os.getpid())
+        f.write(text)
+
+def join(path):
+    write(path, "%d\n" % os.getpid())
 
 def oom_score_adj(value):
     # Written even where it is the value already: a write with CAP_SYS_RESOURCE also sets the floor below
@@ -130,6 +130,13 @@ def rlimit(name, soft, hard):
     if resource.getrlimit(which) != wanted:
         resource.setrlimit(which, wanted)
 
+def timer_slack(ns):
+    # prctl(PR_SET_TIMERSLACK), which the threads QEMU starts take. 0 would mean the default: a real-time task's
+    # slack reads 0, and the kernel keeps it so whatever it is told.
+    with open("/proc/self/timerslack_ns") as f:
+        if ns and int(f.read()) != ns:
+            checked(libc.prctl(29, ctypes.c_ulong(ns), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)))
+
 # Python ignores both; an ignored signal stays ignored across exec, and QEMU must get them as its
 # predecessor did.
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -150,10 +157,18 @@ step("scheduling policy %d, priority %d" % (policy, sched["rt_priority"]), os.sc
 step("nice %d" % sched["nice"], os.setpriority, os.PRIO_PROCESS, 0, sched["nice"])
 if sched["cpus"] is not None:
     step("CPU affinity %s" % sched["cpus"], affinity, sched["cpus"])
+if spec["io_priority"] is not None:
+    step("I/O priority %#x" % spec["io_priority"],
+         lambda: checked(libc.syscall(spec["syscalls"]["ioprio_set"], 1, 0, spec["io_priority"])))
+step("timer slack %d ns" % sched["timer_slack_ns"], timer_slack, sched["timer_slack_ns"])
 step("oom_score_adj %d" % sched["oom_score_adj"], oom_score_adj, sched["oom_score_adj"])
+step("coredump_filter %#x" % sched["coredump_filter"], write, "/proc/self/coredump_filter",
+     "%#x\n" % sched["coredump_filter"])
+if sched["thp_disabled"]:
+    step("THP off", lambda: checked(libc.prctl(41, 1, 0, 0, 0)))  # prctl(PR_SET_THP_DISABLE), kept over exec
 # keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a session keyring of its own, empty. The module's own (an SSH
 # login's links root's user keyring) would let QEMU read root's keys. ENOSYS: a kernel without keyrings.
-step("own session keyring", lambda: checked(libc.syscall(spec["keyctl"], 1, None), (errno.ENOSYS,)))
+step("own session keyring", lambda: checked(libc.syscall(spec["syscalls"]["keyctl"], 1, None), (errno.ENOSYS,)))
 if spec["launcher"]:
     # The limits are set in the tail, after the launcher: they are the VM user's to choose, and must not
     # bind a root launcher (a file size limit would cut what it writes).
@@ -473,9 +488,10 @@ def problems(ident, argv=None, mountinfo="/proc/self/mountinfo"):
     found += _namespace_problems(ident, own_caps)
     found += scheduling.problems(ident["scheduling"], ident["uid"], pid, scheduling.limits(_read("/proc/self/limits")),
                                  own_caps)
-    if os.uname().machine not in KEYCTL_SYSCALL:
-        found.append("the new QEMU cannot be given a session keyring of its own on %s: it would share this "
-                     "module's (root's keys)" % os.uname().machine)
+    if syscalls.numbers() is None:
+        found.append("the collection does not know the system calls of %s: the new QEMU could be given neither a "
+                     "session keyring of its own (it would share this module's, with root's keys) nor the old "
+                     "one's I/O priority" % os.uname().machine)
     chroot = argv_chroots(argv)
     if chroot is not None and ident["uid"] != 0:
         found.append("it chroots itself into %s after start-up as uid %d; a new QEMU started as that uid cannot"
@@ -564,7 +580,7 @@ def launch_command(argv, ident, launcher=(), namespaces=None, old_argv=None, mou
     mounts = _mounts(mountinfo)
     argv = list(argv)
     spec = {
-        "keyctl": KEYCTL_SYSCALL[os.uname().machine],
+        "syscalls": syscalls.numbers(), "io_priority": scheduling.io_priority_to_set(ident["scheduling"]),
         "cgroup_procs": [os.path.join(cgroup_dir(cg, mounts), "cgroup.procs") for cg in cgroups_to_join(ident)],
         "namespaces": [[kind, fd, JOINED_NAMESPACES[kind]] for kind, fd in sorted(namespaces.items())],
         "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],

@@ -8,9 +8,10 @@ An exec keeps all of it; a new process started by the module would get the modul
 CPU, the SSH session's OOM score adjustment and resource limits). So a VM pinned to CPUs, niced, shielded from
 the OOM killer or given more open files or locked memory would silently lose that in the upgrade.
 
-Policy, nice and CPUs are the main thread's: what the threads QEMU starts inherit. Threads placed one by one
-(libvirt's vcpupin, whose VMs the collection leaves alone) are not followed. The OOM score adjustment and the
-limits are the whole process's. identity.py's launch stage sets them as root.
+Policy, nice, CPUs, I/O priority and timer slack are the main thread's: what the threads QEMU starts inherit.
+Threads placed one by one (libvirt's vcpupin, whose VMs the collection leaves alone) are not followed. The OOM
+score adjustment, the limits, the core dump filter and the no-THP flag are the whole process's. identity.py's
+launch stage sets them as root.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,6 +20,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.cpr.qemu.plugins.module_utils import process
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import syscalls
 
 # The policies sched_setscheduler(2) sets (SCHED_OTHER, FIFO, RR, BATCH, IDLE); SCHED_DEADLINE needs
 # sched_setattr, which Python does not offer, and SCHED_EXT a BPF scheduler.
@@ -28,6 +30,12 @@ POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadl
 # CPUSchedulingResetOnFork=); /proc/PID/stat shows the policy without it.
 RESET_ON_FORK = 0x40000000
 CAP_SYS_RESOURCE = 24
+# ioprio_get(2): a priority is CLASS << 13 | LEVEL. Class "none" means the one the policy and nice give (the
+# kernel's task_nice_ioclass and task_nice_ioprio), and so does "best-effort" at that level.
+IOPRIO_WHO_PROCESS = 1
+IOPRIO_CLASS_SHIFT = 13
+IO_CLASS_NONE, IO_CLASS_RT, IO_CLASS_BE, IO_CLASS_IDLE = 0, 1, 2, 3
+SCHED_FIFO, SCHED_RR, SCHED_IDLE = 1, 2, 5
 
 # /proc/PID/limits names, as the resource module's RLIMIT_<NAME> constants. "Max file locks" is left out: Linux
 # has not enforced it since 2.4.25 (getrlimit(2)), and the resource module has no constant for it.
@@ -83,18 +91,57 @@ def _reset_on_fork(pid):
         return False
 
 
+def _io(io_class, level):
+    """[class, level]; the idle class has no levels (the kernel ignores them), so its level is 0."""
+    return [io_class, 0 if io_class == IO_CLASS_IDLE else level]
+
+
+def _io_class_of(policy, nice):
+    """The I/O priority a process of POLICY and NICE has while its own class is "none": [class, level]."""
+    io_class = {SCHED_IDLE: IO_CLASS_IDLE, SCHED_FIFO: IO_CLASS_RT, SCHED_RR: IO_CLASS_RT}.get(policy, IO_CLASS_BE)
+    return _io(io_class, (nice + 20) // 5)
+
+
+def _io_priority(pid, policy, nice):
+    """Process PID's I/O priority as [class, level], the one its policy and nice give where it has none of its
+    own; None where it cannot be asked (a machine syscalls.py does not know, a process gone)."""
+    if syscalls.numbers() is None:
+        return None
+    try:
+        value = syscalls.call("ioprio_get", IOPRIO_WHO_PROCESS, pid)
+    except OSError:
+        return None
+    io_class, level = value >> IOPRIO_CLASS_SHIFT, value & ((1 << IOPRIO_CLASS_SHIFT) - 1)
+    return _io_class_of(policy, nice) if io_class == IO_CLASS_NONE else _io(io_class, level)
+
+
+def io_priority_to_set(sched):
+    """The I/O priority a successor must be given, as ioprio_set(2) takes it; None where its policy and nice give
+    it (or it is not known)."""
+    wanted = sched["io_priority"]
+    if wanted is None or wanted == _io_class_of(sched["policy"], sched["nice"]):
+        return None
+    return wanted[0] << IOPRIO_CLASS_SHIFT | wanted[1]
+
+
 def capture(pid, status, proc="/proc"):
     """What process PID (whose /proc/PID/status is STATUS, as process.status reads it) must give its successor:
-    its policy (and whether its children are reset) and real-time priority, nice, CPUs, OOM score adjustment
-    and resource limits."""
+    its policy (and whether its children are reset) and real-time priority, nice, CPUs, I/O priority, timer
+    slack, OOM score adjustment, resource limits, core dump filter and whether THP is off for it."""
     stat = _stat_fields(_read("%s/%d/stat" % (proc, pid)))
     allowed = status.get("Cpus_allowed_list")
+    thp = status.get("THP_enabled")
     # stat(5): field 19 is nice, 40 rt_priority, 41 policy; the list above starts at field 3.
+    policy, nice = int(stat[38]), int(stat[16])
     return {
-        "policy": int(stat[38]), "reset_on_fork": _reset_on_fork(pid), "rt_priority": int(stat[37]),
-        "nice": int(stat[16]), "cpus": cpu_list(allowed[0]) if allowed else None,
+        "policy": policy, "reset_on_fork": _reset_on_fork(pid), "rt_priority": int(stat[37]),
+        "nice": nice, "cpus": cpu_list(allowed[0]) if allowed else None,
+        "io_priority": _io_priority(pid, policy, nice),
+        "timer_slack_ns": int(_read("%s/%d/timerslack_ns" % (proc, pid))),
         "oom_score_adj": int(_read("%s/%d/oom_score_adj" % (proc, pid))),
         "limits": limits(_read("%s/%d/limits" % (proc, pid))),
+        "coredump_filter": int(_read("%s/%d/coredump_filter" % (proc, pid)), 16),
+        "thp_disabled": thp is not None and thp[0] == "0",
     }
 
 

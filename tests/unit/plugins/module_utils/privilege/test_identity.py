@@ -9,11 +9,12 @@ import ctypes
 import os
 import resource
 import subprocess
+import sys
 import time
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity, scheduling
+from ansible_collections.cpr.qemu.plugins.module_utils.privilege import identity, scheduling, syscalls
 
 PIDS_CGROUP = "/sys/fs/cgroup/pids"
 OTHER_UID, OTHER_GID, OTHER_GROUPS = 65534, 65533, [5, 6]
@@ -44,11 +45,13 @@ def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", c
     fields = {"Name": "qemu-system-x86", "Umask": "0027", "Uid": "107\t107\t107\t107",
               "Gid": "108\t108\t108\t108", "Groups": "108 36 ", "NoNewPrivs": "1",
               "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000",
-              "Cpus_allowed": "d", "Cpus_allowed_list": "0,2-3"}
+              "Cpus_allowed": "d", "Cpus_allowed_list": "0,2-3", "THP_enabled": "0"}
     fields.update(status or {})
     (base / "status").write_text("".join("%s:\t%s\n" % kv for kv in fields.items()))
     (base / "stat").write_text(STAT % rt_priority)
     (base / "oom_score_adj").write_text("-500\n")
+    (base / "timerslack_ns").write_text("50000\n")
+    (base / "coredump_filter").write_text("00000023\n")
     (base / "limits").write_text(LIMITS)
     (base / "environ").write_bytes(environ)
     (base / "cgroup").write_text(cgroup or "9:name=systemd:/machine/vm1\n8:pids:/machine/vm1\n"
@@ -64,9 +67,11 @@ def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", c
 
 @pytest.fixture
 def no_systemd(monkeypatch):
-    """For a fake /proc: systemd is not asked, nor the kernel of the fake PID's scheduling flag."""
+    """For a fake /proc: systemd is not asked, nor the kernel of the fake PID's scheduling flag and I/O
+    priority (idle)."""
     monkeypatch.setattr(identity, "unit_main_pid", lambda unit: None)
     monkeypatch.setattr(scheduling, "_reset_on_fork", lambda pid: False)
+    monkeypatch.setattr(scheduling, "_io_priority", lambda pid, policy, nice: [3, 0])
 
 
 def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
@@ -86,9 +91,11 @@ def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
     assert ident["lsm_label"] is None  # no attr/current: no LSM
     assert ident["systemd_unit"] is None
     assert ident["scheduling"] == {
-        "policy": 3, "reset_on_fork": False, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "oom_score_adj": -500,
+        "policy": 3, "reset_on_fork": False, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "io_priority": [3, 0],
+        "timer_slack_ns": 50000, "oom_score_adj": -500,
         "limits": {"CPU": [None, None], "CORE": [0, None], "NOFILE": [1024, 4096], "MEMLOCK": [65536, 65536],
-                   "RTTIME": [None, None]}}
+                   "RTTIME": [None, None]},
+        "coredump_filter": 0x23, "thp_disabled": True}
 
 
 @pytest.mark.parametrize("text, cpus", [("0", [0]), ("0-3", [0, 1, 2, 3]), ("1,4-5,7\n", [1, 4, 5, 7]), ("", [])])
@@ -108,6 +115,20 @@ def _tasks_proc(tmp_path):
                                                     % (uid, uid, uid, uid, threads))
     (tmp_path / "loadavg").write_text("0.50 0.40 0.30 1/58 4401\n")
     return str(tmp_path)
+
+
+@pytest.mark.parametrize("io_priority, policy, nice, to_set", [
+    ([2, 4], 0, 0, None),  # best-effort at the level nice 0 gives: what a new process gets anyway
+    ([2, 5], 3, 7, None),
+    ([3, 0], 5, 0, None),  # SCHED_IDLE's
+    ([1, 4], 1, 0, None),  # SCHED_FIFO's
+    ([3, 0], 0, 0, 3 << 13),  # ionice -c 3
+    ([2, 0], 0, 7, 2 << 13),  # ionice -c 2 -n 0 beside nice 7
+    ([1, 2], 0, 0, 1 << 13 | 2),
+    (None, 0, 0, None),  # not known: left as it comes
+])
+def test_io_priority_to_set(io_priority, policy, nice, to_set):
+    assert scheduling.io_priority_to_set({"io_priority": io_priority, "policy": policy, "nice": nice}) == to_set
 
 
 @pytest.mark.parametrize("change, caps, uid, refused", [
@@ -319,8 +340,11 @@ VM_ENV = {"PATH": "/usr/bin:/bin", "VM_NAME": "web1", "SPACED": "a b  c", "EMPTY
 # machine's root may lack CAP_SYS_RESOURCE).
 OTHER_CPUS = sorted(os.sched_getaffinity(0))[-1:]
 OTHER_NOFILE = [min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), 4096]
-SCHEDULED = ("prlimit --nofile=%d:%d --core=0 chrt --batch --reset-on-fork 0 nice -n 7 taskset -c %d"
-             % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0]))
+# The I/O priority (idle), timer slack, core dump filter and no-THP flag are the process's own: each kept over exec.
+# THP is turned off by prctl(PR_SET_THP_DISABLE) in Python, which adds LC_CTYPE to the environment (PEP 538).
+SCHEDULED = ("prlimit --nofile=%d:%d --core=0 chrt --batch --reset-on-fork 0 nice -n 7 taskset -c %d ionice -c 3 "
+             "%s -c 'import ctypes, os, sys; ctypes.CDLL(None).prctl(41, 1, 0, 0, 0); os.environ.pop(\"LC_CTYPE\", None); "
+             "os.execvp(sys.argv[1], sys.argv[1:])'" % (OTHER_NOFILE[0], OTHER_NOFILE[1], OTHER_CPUS[0], sys.executable))
 
 
 @pytest.fixture
@@ -328,7 +352,8 @@ def other_process(own_cgroup, workdir):
     """A process started without identity.py as another user, in own_cgroup, with its own cwd, env, umask,
     scheduling, limits and network, IPC and UTS namespaces."""
     procs = os.path.join(own_cgroup, "cgroup.procs")
-    script = ('echo $$ > "$0" && umask 0027 && echo 300 > /proc/self/oom_score_adj && exec unshare --net --ipc --uts '
+    script = ('echo $$ > "$0" && umask 0027 && echo 300 > /proc/self/oom_score_adj && echo 0x23 > /proc/self/coredump_filter '
+              '&& echo 120000 > /proc/self/timerslack_ns && exec unshare --net --ipc --uts '
               '-- %s setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
               % (SCHEDULED, OTHER_UID, OTHER_GID, ",".join(map(str, OTHER_GROUPS))))
     proc = subprocess.Popen(["/bin/sh", "-c", script, procs], cwd=workdir, env=VM_ENV)
@@ -362,6 +387,8 @@ def test_capture_a_real_process(other_process, own_cgroup, workdir):
     sched = ident["scheduling"]
     assert (sched["policy"], sched["reset_on_fork"], sched["nice"], sched["cpus"], sched["oom_score_adj"]) == (
         os.SCHED_BATCH, True, 7, OTHER_CPUS, 300)
+    assert (sched["io_priority"], sched["timer_slack_ns"], sched["coredump_filter"], sched["thp_disabled"]) == (
+        [3, 0], 120000, 0x23, True)
     assert sched["limits"]["NOFILE"] == OTHER_NOFILE and sched["limits"]["CORE"] == [0, 0]
     assert identity.problems(ident) == []
 
@@ -458,7 +485,7 @@ def test_the_new_process_has_a_session_keyring_of_its_own(other_process):
     it possesses none of it, and cannot view it (/proc/keys lists what the reader may view)."""
     libc = ctypes.CDLL(None, use_errno=True)
     # This test process's own session keyring, so that the key goes nowhere else.
-    assert libc.syscall(identity.KEYCTL_SYSCALL[os.uname().machine], 1, None) > 0
+    assert syscalls.call("keyctl", 1, None) > 0
     name = b"cpr-qemu-test-%d" % os.getpid()
     assert libc.syscall(ADD_KEY[os.uname().machine], b"user", name, b"root-only", 9, -3) > 0  # session keyring
     with open("/proc/keys") as f:
