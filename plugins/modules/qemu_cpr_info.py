@@ -533,17 +533,20 @@ vms:
               type: list
               elements: int
             timer_slack_ns:
-              description: Its timer slack in nanoseconds (C(PR_SET_TIMERSLACK), systemd's C(TimerSlackNSec=)).
+              description: Its timer slack in nanoseconds (C(PR_SET_TIMERSLACK), systemd's C(TimerSlackNSec=));
+                null where it cannot be read (the module lacks C(CAP_SYS_NICE)), which C(cpr-transfer) refuses.
               type: int
             oom_score_adj:
               description: Its OOM score adjustment.
               type: int
             coredump_filter:
               description: Which of its memory a core dump holds (C(/proc/PID/coredump_filter), systemd's
-                C(CoredumpFilter=)), as an integer.
+                C(CoredumpFilter=)), as an integer; null where it cannot be read.
               type: int
             thp_disabled:
-              description: Whether transparent huge pages are off for it (C(PR_SET_THP_DISABLE)).
+              description: Whether transparent huge pages are off for it (C(PR_SET_THP_DISABLE)). A kernel without
+                them shows every process so; the mode that keeps them where QEMU asks for them
+                (C(PR_THP_DISABLE_EXCEPT_ADVISED)) shows as on, and is not carried.
               type: bool
             limits:
               description: Its resource limits, each C([soft, hard]) by the name of C(RLIMIT_<NAME>), null for

@@ -150,6 +150,8 @@ for kind, fd, flag in spec["namespaces"]:
 step("umask", os.umask, spec["umask"])
 if spec["no_new_privs"]:
     step("no_new_privs", lambda: checked(libc.prctl(38, 1, 0, 0, 0)))
+# The scheduling below passes through a launcher to QEMU, and binds the launcher too: nothing in it is more than
+# the VM's user could give its own process (the limits, which are, come after the launcher).
 sched = spec["scheduling"]
 policy = sched["policy"] | (os.SCHED_RESET_ON_FORK if sched["reset_on_fork"] else 0)
 step("scheduling policy %d, priority %d" % (policy, sched["rt_priority"]), os.sched_setscheduler, 0, policy,
@@ -157,15 +159,15 @@ step("scheduling policy %d, priority %d" % (policy, sched["rt_priority"]), os.sc
 step("nice %d" % sched["nice"], os.setpriority, os.PRIO_PROCESS, 0, sched["nice"])
 if sched["cpus"] is not None:
     step("CPU affinity %s" % sched["cpus"], affinity, sched["cpus"])
-if spec["io_priority"] is not None:
-    step("I/O priority %#x" % spec["io_priority"],
-         lambda: checked(libc.syscall(spec["syscalls"]["ioprio_set"], 1, 0, spec["io_priority"])))
+# The I/O priority and the no-THP flag are set either way: the module's own would otherwise pass on.
+step("I/O priority %#x" % spec["io_priority"],
+     lambda: checked(libc.syscall(spec["syscalls"]["ioprio_set"], 1, 0, spec["io_priority"])))
 step("timer slack %d ns" % sched["timer_slack_ns"], timer_slack, sched["timer_slack_ns"])
 step("oom_score_adj %d" % sched["oom_score_adj"], oom_score_adj, sched["oom_score_adj"])
 step("coredump_filter %#x" % sched["coredump_filter"], write, "/proc/self/coredump_filter",
      "%#x\n" % sched["coredump_filter"])
-if sched["thp_disabled"]:
-    step("THP off", lambda: checked(libc.prctl(41, 1, 0, 0, 0)))  # prctl(PR_SET_THP_DISABLE), kept over exec
+step("THP off" if sched["thp_disabled"] else "THP on",  # prctl(PR_SET_THP_DISABLE), kept over exec
+     lambda: checked(libc.prctl(41, int(sched["thp_disabled"]), 0, 0, 0)))
 # keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a session keyring of its own, empty. The module's own (an SSH
 # login's links root's user keyring) would let QEMU read root's keys. ENOSYS: a kernel without keyrings.
 step("own session keyring", lambda: checked(libc.syscall(spec["syscalls"]["keyctl"], 1, None), (errno.ENOSYS,)))
@@ -421,10 +423,11 @@ def cgroups_to_join(ident, proc="/proc"):
 
 def _env_problems(environ):
     names, found = set(), []
-    for entry in environ:
+    for position, entry in enumerate(environ, 1):
         name = entry.partition("=")[0]
         if "=" not in entry or not name:
-            found.append("its environment holds %r, which is no NAME=VALUE" % entry[:40])
+            # Not quoted: the environment stays private, and such an entry may be a value.
+            found.append("entry %d of its environment (%d bytes) is no NAME=VALUE" % (position, len(entry)))
         elif name in names:
             found.append("its environment sets %s twice" % name)
         names.add(name)

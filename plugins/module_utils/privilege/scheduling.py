@@ -34,6 +34,7 @@ CAP_SYS_RESOURCE = 24
 # kernel's task_nice_ioclass and task_nice_ioprio), and so does "best-effort" at that level.
 IOPRIO_WHO_PROCESS = 1
 IOPRIO_CLASS_SHIFT = 13
+IOPRIO_LEVEL_MASK = 7
 IO_CLASS_NONE, IO_CLASS_RT, IO_CLASS_BE, IO_CLASS_IDLE = 0, 1, 2, 3
 SCHED_FIFO, SCHED_RR, SCHED_IDLE = 1, 2, 5
 
@@ -111,17 +112,28 @@ def _io_priority(pid, policy, nice):
         value = syscalls.call("ioprio_get", IOPRIO_WHO_PROCESS, pid)
     except OSError:
         return None
-    io_class, level = value >> IOPRIO_CLASS_SHIFT, value & ((1 << IOPRIO_CLASS_SHIFT) - 1)
+    # Bits 3 to 12 are hints (Linux 6.5 on), which are not carried.
+    io_class, level = value >> IOPRIO_CLASS_SHIFT, value & IOPRIO_LEVEL_MASK
     return _io_class_of(policy, nice) if io_class == IO_CLASS_NONE else _io(io_class, level)
 
 
 def io_priority_to_set(sched):
-    """The I/O priority a successor must be given, as ioprio_set(2) takes it; None where its policy and nice give
-    it (or it is not known)."""
+    """The I/O priority a successor must be given, as ioprio_set(2) takes it: class "none" (0) where its policy
+    and nice give it, so that the module's own does not pass on."""
     wanted = sched["io_priority"]
-    if wanted is None or wanted == _io_class_of(sched["policy"], sched["nice"]):
-        return None
+    if wanted == _io_class_of(sched["policy"], sched["nice"]):
+        return IO_CLASS_NONE << IOPRIO_CLASS_SHIFT
     return wanted[0] << IOPRIO_CLASS_SHIFT | wanted[1]
+
+
+def _number(path, base=10):
+    """The number in a /proc file that only some may read (timerslack_ns needs CAP_SYS_NICE) or that is empty
+    for a process without memory (an exiting one); None where it cannot be read."""
+    try:
+        text = _read(path).strip()
+    except OSError:
+        return None
+    return int(text, base) if text else None
 
 
 def capture(pid, status, proc="/proc"):
@@ -137,10 +149,11 @@ def capture(pid, status, proc="/proc"):
         "policy": policy, "reset_on_fork": _reset_on_fork(pid), "rt_priority": int(stat[37]),
         "nice": nice, "cpus": cpu_list(allowed[0]) if allowed else None,
         "io_priority": _io_priority(pid, policy, nice),
-        "timer_slack_ns": int(_read("%s/%d/timerslack_ns" % (proc, pid))),
+        "timer_slack_ns": _number("%s/%d/timerslack_ns" % (proc, pid)),
         "oom_score_adj": int(_read("%s/%d/oom_score_adj" % (proc, pid))),
         "limits": limits(_read("%s/%d/limits" % (proc, pid))),
-        "coredump_filter": int(_read("%s/%d/coredump_filter" % (proc, pid)), 16),
+        "coredump_filter": _number("%s/%d/coredump_filter" % (proc, pid), 16),
+        # A kernel without THP shows 0 for everyone; PR_THP_DISABLE_EXCEPT_ADVISED (6.18) shows 1 and is not carried.
         "thp_disabled": thp is not None and thp[0] == "0",
     }
 
@@ -173,6 +186,9 @@ def problems(sched, uid, pid, own_limits, own_caps, proc="/proc"):
     """Why a successor of process PID (running as UID) could not be scheduled and limited as it is, by a
     module with OWN_LIMITS and effective capabilities OWN_CAPS (an int); empty if it can."""
     found = []
+    unread = [name for name in ("io_priority", "timer_slack_ns", "coredump_filter") if sched[name] is None]
+    if unread and syscalls.numbers() is not None:
+        found.append("its %s cannot be read here, so the new QEMU would not get them" % ", ".join(unread))
     if sched["policy"] not in SETTABLE_POLICIES:
         found.append("it runs under the scheduling policy SCHED_%s, which the new QEMU would not get"
                      % POLICY_NAMES.get(sched["policy"], str(sched["policy"])).upper())

@@ -25,7 +25,11 @@ NUMBERS = {
 
 
 def numbers():
-    """This machine's system call numbers by name, or None where the collection does not know them."""
+    """This machine's system call numbers by name, or None where the collection does not know them. The table
+    is the 64-bit ABI's: a 32-bit Python on a 64-bit kernel (which names the machine alike) numbers them
+    otherwise, and gets None."""
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
     return NUMBERS.get(os.uname().machine)
 
 

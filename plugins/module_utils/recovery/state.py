@@ -103,7 +103,7 @@ def open_root_only_dir(name, base=LOCK_BASE):
     parent = os.open(base, _DIR_FLAGS)
     try:
         _check_root_only(os.fstat(parent), base)
-    except StateError:
+    except BaseException:
         os.close(parent)
         raise
     fd = _open_subdir(parent, name, True, "%s/%s" % (base, name))

@@ -98,6 +98,17 @@ def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
         "coredump_filter": 0x23, "thp_disabled": True}
 
 
+def test_what_only_some_may_read_or_an_exiting_process_shows_empty_is_none(tmp_path, no_systemd):
+    """timerslack_ns needs CAP_SYS_NICE to read; an exiting process's coredump_filter reads empty: neither
+    fails the capture (every dialect needs it), and cpr-transfer refuses what it could not read."""
+    proc, pid, _workdir = _fake_proc(tmp_path)
+    os.unlink(os.path.join(proc, str(pid), "timerslack_ns"))
+    with open(os.path.join(proc, str(pid), "coredump_filter"), "w"):
+        pass
+    sched = identity.capture(pid, proc=proc)["scheduling"]
+    assert (sched["timer_slack_ns"], sched["coredump_filter"]) == (None, None)
+
+
 @pytest.mark.parametrize("text, cpus", [("0", [0]), ("0-3", [0, 1, 2, 3]), ("1,4-5,7\n", [1, 4, 5, 7]), ("", [])])
 def test_cpu_list(text, cpus):
     assert scheduling.cpu_list(text) == cpus
@@ -118,14 +129,14 @@ def _tasks_proc(tmp_path):
 
 
 @pytest.mark.parametrize("io_priority, policy, nice, to_set", [
-    ([2, 4], 0, 0, None),  # best-effort at the level nice 0 gives: what a new process gets anyway
-    ([2, 5], 3, 7, None),
-    ([3, 0], 5, 0, None),  # SCHED_IDLE's
-    ([1, 4], 1, 0, None),  # SCHED_FIFO's
+    # Class "none" where the policy and nice give it: the module's own must not pass on.
+    ([2, 4], 0, 0, 0),  # best-effort at the level nice 0 gives
+    ([2, 5], 3, 7, 0),
+    ([3, 0], 5, 0, 0),  # SCHED_IDLE's
+    ([1, 4], 1, 0, 0),  # SCHED_FIFO's
     ([3, 0], 0, 0, 3 << 13),  # ionice -c 3
     ([2, 0], 0, 7, 2 << 13),  # ionice -c 2 -n 0 beside nice 7
     ([1, 2], 0, 0, 1 << 13 | 2),
-    (None, 0, 0, None),  # not known: left as it comes
 ])
 def test_io_priority_to_set(io_priority, policy, nice, to_set):
     assert scheduling.io_priority_to_set({"io_priority": io_priority, "policy": policy, "nice": nice}) == to_set
@@ -137,6 +148,9 @@ def test_io_priority_to_set(io_priority, policy, nice, to_set):
     # sched_setattr's policy, which Python cannot set, and a BPF scheduler's.
     ({"policy": 6}, 0, 107, ["it runs under the scheduling policy SCHED_DEADLINE, which the new QEMU would not get"]),
     ({"policy": 7}, 0, 107, ["it runs under the scheduling policy SCHED_EXT, which the new QEMU would not get"]),
+    # Unreadable here (timerslack_ns without CAP_SYS_NICE; an exiting process's coredump_filter).
+    ({"timer_slack_ns": None, "coredump_filter": None}, 0, 107,
+     ["its timer_slack_ns, coredump_filter cannot be read here, so the new QEMU would not get them"]),
     # A hard limit above the module's is raised only with CAP_SYS_RESOURCE.
     ({"limits": {"NOFILE": [1024, 8192], "MEMLOCK": [65536, None], "CORE": [0, None]}}, 0, 107,
      ["its hard limits are above this module's (MEMLOCK unlimited > 65536, NOFILE 8192 > 4096), which cannot "
@@ -153,7 +167,8 @@ def test_io_priority_to_set(io_priority, policy, nice, to_set):
 ])
 def test_scheduling_problems(tmp_path, change, caps, uid, refused):
     sched = dict({"policy": 0, "reset_on_fork": False, "rt_priority": 0, "nice": 0, "cpus": [0],
-                  "oom_score_adj": 0, "limits": {}}, **change)
+                  "io_priority": [2, 4], "timer_slack_ns": 50000, "oom_score_adj": 0, "limits": {},
+                  "coredump_filter": 0x33, "thp_disabled": False}, **change)
     assert scheduling.problems(sched, uid, 4242, OWN_LIMITS, caps, proc=_tasks_proc(tmp_path)) == refused
 
 
@@ -268,7 +283,7 @@ def test_problems_name_each_reason(tmp_path, no_systemd):
                               mountinfo=_mountinfo(tmp_path, []))
     text = "\n".join(found)
     assert "working directory /nonexistent/dir" in text
-    assert "'junk', which is no NAME=VALUE" in text
+    assert "entry 2 of its environment (4 bytes) is no NAME=VALUE" in text and "junk" not in text
     assert "sets A twice" in text
     assert "runs as root with capabilities 0000000000000400" in text
     assert "chroots itself" not in text  # root can chroot again
@@ -463,6 +478,31 @@ def test_launched_process_is_the_popend_pid_scheduled_and_limited_alike(other_pr
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def plain_process():
+    """A process started as this one is, before the test changes this process's own I/O priority and THP flag."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_the_modules_own_io_priority_and_thp_flag_do_not_pass_on(plain_process):
+    """A module run under ionice or with THP off (a unit's IOSchedulingClass=, say) starts a new QEMU as the old
+    one runs, not as the module does: the stage sets both either way."""
+    ident = identity.capture(plain_process.pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    syscalls.call("ioprio_set", 1, 0, 2 << 13)  # best-effort, level 0: not what nice 0 gives
+    assert libc.prctl(41, 1, 0, 0, 0) == 0
+    try:
+        out = _run(["/bin/sh", "-c", "grep THP_enabled /proc/self/status; ionice"], ident)
+    finally:
+        syscalls.call("ioprio_set", 1, 0, 0)
+        libc.prctl(41, 0, 0, 0, 0)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().split() == ["THP_enabled:", "1", "none:", "prio", "0"]
 
 
 def test_a_root_launcher_runs_under_its_own_limits(other_process, tmp_path):
