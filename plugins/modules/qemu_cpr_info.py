@@ -500,7 +500,7 @@ vms:
           type: int
         scheduling:
           description:
-            - How the kernel schedules and limits it; policy, nice, CPUs, I/O priority and timer slack as its main
+            - How the kernel schedules and limits it; policy, nice, CPUs and I/O priority as its main
               thread shows them (what the threads QEMU starts inherit).
             - A VM under C(SCHED_DEADLINE) or C(SCHED_EXT), with hard limits above the module's where the module
               lacks C(CAP_SYS_RESOURCE), or whose user could not run the new QEMU's threads beside the old one's
@@ -532,10 +532,6 @@ vms:
                   cannot be asked.
               type: list
               elements: int
-            timer_slack_ns:
-              description: Its timer slack in nanoseconds (C(PR_SET_TIMERSLACK), systemd's C(TimerSlackNSec=));
-                null where it cannot be read (the module lacks C(CAP_SYS_NICE)), which C(cpr-transfer) refuses.
-              type: int
             oom_score_adj:
               description: Its OOM score adjustment.
               type: int

@@ -130,13 +130,6 @@ def rlimit(name, soft, hard):
     if resource.getrlimit(which) != wanted:
         resource.setrlimit(which, wanted)
 
-def timer_slack(ns):
-    # prctl(PR_SET_TIMERSLACK), which the threads QEMU starts take. 0 would mean the default: a real-time task's
-    # slack reads 0, and the kernel keeps it so whatever it is told.
-    with open("/proc/self/timerslack_ns") as f:
-        if ns and int(f.read()) != ns:
-            checked(libc.prctl(29, ctypes.c_ulong(ns), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)))
-
 # Python ignores both; an ignored signal stays ignored across exec, and QEMU must get them as its
 # predecessor did.
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -162,7 +155,6 @@ if sched["cpus"] is not None:
 # The I/O priority and the no-THP flag are set either way: the module's own would otherwise pass on.
 step("I/O priority %#x" % spec["io_priority"],
      lambda: checked(libc.syscall(spec["syscalls"]["ioprio_set"], 1, 0, spec["io_priority"])))
-step("timer slack %d ns" % sched["timer_slack_ns"], timer_slack, sched["timer_slack_ns"])
 step("oom_score_adj %d" % sched["oom_score_adj"], oom_score_adj, sched["oom_score_adj"])
 step("coredump_filter %#x" % sched["coredump_filter"], write, "/proc/self/coredump_filter",
      "%#x\n" % sched["coredump_filter"])

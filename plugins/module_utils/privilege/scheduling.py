@@ -8,7 +8,8 @@ An exec keeps all of it; a new process started by the module would get the modul
 CPU, the SSH session's OOM score adjustment and resource limits). So a VM pinned to CPUs, niced, shielded from
 the OOM killer or given more open files or locked memory would silently lose that in the upgrade.
 
-Policy, nice, CPUs, I/O priority and timer slack are the main thread's: what the threads QEMU starts inherit.
+Policy, nice, CPUs and I/O priority are the main thread's: what the threads QEMU starts inherit (QEMU sets its
+own timer slack, 1 ns, as it starts).
 Threads placed one by one (libvirt's vcpupin, whose VMs the collection leaves alone) are not followed. The OOM
 score adjustment, the limits, the core dump filter and the no-THP flag are the whole process's. identity.py's
 launch stage sets them as root.
@@ -127,8 +128,8 @@ def io_priority_to_set(sched):
 
 
 def _number(path, base=10):
-    """The number in a /proc file that only some may read (timerslack_ns needs CAP_SYS_NICE) or that is empty
-    for a process without memory (an exiting one); None where it cannot be read."""
+    """The number in a /proc file, None where it cannot be read (coredump_filter is empty for a process without
+    memory, an exiting one)."""
     try:
         text = _read(path).strip()
     except OSError:
@@ -138,8 +139,8 @@ def _number(path, base=10):
 
 def capture(pid, status, proc="/proc"):
     """What process PID (whose /proc/PID/status is STATUS, as process.status reads it) must give its successor:
-    its policy (and whether its children are reset) and real-time priority, nice, CPUs, I/O priority, timer
-    slack, OOM score adjustment, resource limits, core dump filter and whether THP is off for it."""
+    its policy (and whether its children are reset) and real-time priority, nice, CPUs, I/O priority, OOM score
+    adjustment, resource limits, core dump filter and whether THP is off for it."""
     stat = _stat_fields(_read("%s/%d/stat" % (proc, pid)))
     allowed = status.get("Cpus_allowed_list")
     thp = status.get("THP_enabled")
@@ -149,7 +150,6 @@ def capture(pid, status, proc="/proc"):
         "policy": policy, "reset_on_fork": _reset_on_fork(pid), "rt_priority": int(stat[37]),
         "nice": nice, "cpus": cpu_list(allowed[0]) if allowed else None,
         "io_priority": _io_priority(pid, policy, nice),
-        "timer_slack_ns": _number("%s/%d/timerslack_ns" % (proc, pid)),
         "oom_score_adj": int(_read("%s/%d/oom_score_adj" % (proc, pid))),
         "limits": limits(_read("%s/%d/limits" % (proc, pid))),
         "coredump_filter": _number("%s/%d/coredump_filter" % (proc, pid), 16),
@@ -186,7 +186,7 @@ def problems(sched, uid, pid, own_limits, own_caps, proc="/proc"):
     """Why a successor of process PID (running as UID) could not be scheduled and limited as it is, by a
     module with OWN_LIMITS and effective capabilities OWN_CAPS (an int); empty if it can."""
     found = []
-    unread = [name for name in ("io_priority", "timer_slack_ns", "coredump_filter") if sched[name] is None]
+    unread = [name for name in ("io_priority", "coredump_filter") if sched[name] is None]
     if unread and syscalls.numbers() is not None:
         found.append("its %s cannot be read here, so the new QEMU would not get them" % ", ".join(unread))
     if sched["policy"] not in SETTABLE_POLICIES:

@@ -50,7 +50,6 @@ def _fake_proc(tmp_path, pid=4242, status=None, environ=b"A=1\0B=two words\0", c
     (base / "status").write_text("".join("%s:\t%s\n" % kv for kv in fields.items()))
     (base / "stat").write_text(STAT % rt_priority)
     (base / "oom_score_adj").write_text("-500\n")
-    (base / "timerslack_ns").write_text("50000\n")
     (base / "coredump_filter").write_text("00000023\n")
     (base / "limits").write_text(LIMITS)
     (base / "environ").write_bytes(environ)
@@ -92,21 +91,19 @@ def test_capture_reads_every_item_from_proc(tmp_path, no_systemd):
     assert ident["systemd_unit"] is None
     assert ident["scheduling"] == {
         "policy": 3, "reset_on_fork": False, "rt_priority": 0, "nice": 5, "cpus": [0, 2, 3], "io_priority": [3, 0],
-        "timer_slack_ns": 50000, "oom_score_adj": -500,
+        "oom_score_adj": -500,
         "limits": {"CPU": [None, None], "CORE": [0, None], "NOFILE": [1024, 4096], "MEMLOCK": [65536, 65536],
                    "RTTIME": [None, None]},
         "coredump_filter": 0x23, "thp_disabled": True}
 
 
-def test_what_only_some_may_read_or_an_exiting_process_shows_empty_is_none(tmp_path, no_systemd):
-    """timerslack_ns needs CAP_SYS_NICE to read; an exiting process's coredump_filter reads empty: neither
-    fails the capture (every dialect needs it), and cpr-transfer refuses what it could not read."""
+def test_an_exiting_process_whose_coredump_filter_reads_empty_is_captured(tmp_path, no_systemd):
+    """An exiting process's coredump_filter reads empty: that fails no capture (every dialect needs one), and
+    cpr-transfer refuses what it could not read."""
     proc, pid, _workdir = _fake_proc(tmp_path)
-    os.unlink(os.path.join(proc, str(pid), "timerslack_ns"))
     with open(os.path.join(proc, str(pid), "coredump_filter"), "w"):
         pass
-    sched = identity.capture(pid, proc=proc)["scheduling"]
-    assert (sched["timer_slack_ns"], sched["coredump_filter"]) == (None, None)
+    assert identity.capture(pid, proc=proc)["scheduling"]["coredump_filter"] is None
 
 
 @pytest.mark.parametrize("text, cpus", [("0", [0]), ("0-3", [0, 1, 2, 3]), ("1,4-5,7\n", [1, 4, 5, 7]), ("", [])])
@@ -148,9 +145,9 @@ def test_io_priority_to_set(io_priority, policy, nice, to_set):
     # sched_setattr's policy, which Python cannot set, and a BPF scheduler's.
     ({"policy": 6}, 0, 107, ["it runs under the scheduling policy SCHED_DEADLINE, which the new QEMU would not get"]),
     ({"policy": 7}, 0, 107, ["it runs under the scheduling policy SCHED_EXT, which the new QEMU would not get"]),
-    # Unreadable here (timerslack_ns without CAP_SYS_NICE; an exiting process's coredump_filter).
-    ({"timer_slack_ns": None, "coredump_filter": None}, 0, 107,
-     ["its timer_slack_ns, coredump_filter cannot be read here, so the new QEMU would not get them"]),
+    # Unread (an exiting process's coredump_filter; a process gone before ioprio_get).
+    ({"io_priority": None, "coredump_filter": None}, 0, 107,
+     ["its io_priority, coredump_filter cannot be read here, so the new QEMU would not get them"]),
     # A hard limit above the module's is raised only with CAP_SYS_RESOURCE.
     ({"limits": {"NOFILE": [1024, 8192], "MEMLOCK": [65536, None], "CORE": [0, None]}}, 0, 107,
      ["its hard limits are above this module's (MEMLOCK unlimited > 65536, NOFILE 8192 > 4096), which cannot "
@@ -167,7 +164,7 @@ def test_io_priority_to_set(io_priority, policy, nice, to_set):
 ])
 def test_scheduling_problems(tmp_path, change, caps, uid, refused):
     sched = dict({"policy": 0, "reset_on_fork": False, "rt_priority": 0, "nice": 0, "cpus": [0],
-                  "io_priority": [2, 4], "timer_slack_ns": 50000, "oom_score_adj": 0, "limits": {},
+                  "io_priority": [2, 4], "oom_score_adj": 0, "limits": {},
                   "coredump_filter": 0x33, "thp_disabled": False}, **change)
     assert scheduling.problems(sched, uid, 4242, OWN_LIMITS, caps, proc=_tasks_proc(tmp_path)) == refused
 
@@ -355,7 +352,7 @@ VM_ENV = {"PATH": "/usr/bin:/bin", "VM_NAME": "web1", "SPACED": "a b  c", "EMPTY
 # machine's root may lack CAP_SYS_RESOURCE).
 OTHER_CPUS = sorted(os.sched_getaffinity(0))[-1:]
 OTHER_NOFILE = [min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), 4096]
-# The I/O priority (idle), timer slack, core dump filter and no-THP flag are the process's own: each kept over exec.
+# The I/O priority (idle), core dump filter and no-THP flag are the process's own: each kept over exec.
 # THP is turned off by prctl(PR_SET_THP_DISABLE) in Python, which adds LC_CTYPE to the environment (PEP 538).
 SCHEDULED = ("prlimit --nofile=%d:%d --core=0 chrt --batch --reset-on-fork 0 nice -n 7 taskset -c %d ionice -c 3 "
              "%s -c 'import ctypes, os, sys; ctypes.CDLL(None).prctl(41, 1, 0, 0, 0); os.environ.pop(\"LC_CTYPE\", None); "
@@ -368,7 +365,7 @@ def other_process(own_cgroup, workdir):
     scheduling, limits and network, IPC and UTS namespaces."""
     procs = os.path.join(own_cgroup, "cgroup.procs")
     script = ('echo $$ > "$0" && umask 0027 && echo 300 > /proc/self/oom_score_adj && echo 0x23 > /proc/self/coredump_filter '
-              '&& echo 120000 > /proc/self/timerslack_ns && exec unshare --net --ipc --uts '
+              '&& exec unshare --net --ipc --uts '
               '-- %s setpriv --reuid=%d --regid=%d --groups=%s -- sleep 300'
               % (SCHEDULED, OTHER_UID, OTHER_GID, ",".join(map(str, OTHER_GROUPS))))
     proc = subprocess.Popen(["/bin/sh", "-c", script, procs], cwd=workdir, env=VM_ENV)
@@ -402,8 +399,7 @@ def test_capture_a_real_process(other_process, own_cgroup, workdir):
     sched = ident["scheduling"]
     assert (sched["policy"], sched["reset_on_fork"], sched["nice"], sched["cpus"], sched["oom_score_adj"]) == (
         os.SCHED_BATCH, True, 7, OTHER_CPUS, 300)
-    assert (sched["io_priority"], sched["timer_slack_ns"], sched["coredump_filter"], sched["thp_disabled"]) == (
-        [3, 0], 120000, 0x23, True)
+    assert (sched["io_priority"], sched["coredump_filter"], sched["thp_disabled"]) == ([3, 0], 0x23, True)
     assert sched["limits"]["NOFILE"] == OTHER_NOFILE and sched["limits"]["CORE"] == [0, 0]
     assert identity.problems(ident) == []
 
