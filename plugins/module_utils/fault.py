@@ -8,10 +8,11 @@ is settled.  Inert unless the environment variable CPR_QEMU_TEST_FAULT is set (o
 CPR_QEMU_TEST_FAULT=POINT:ACTION[,POINT:ACTION...] where ACTION is ``kill`` (SIGKILL the process that runs
 the switch there, as the OOM killer would) or ``sleep=SECONDS`` (hold it there, so a test can signal the module
 meanwhile).  The points, in the order a switch passes them (each dialect passes those that apply to it):
-``before-migrate`` (the guest still runs; cprsave for the live-update series), ``after-stop`` (QEMU's STOP seen:
-the guest is paused), ``after-completed`` (the old QEMU's migration completed; live-update: cprsave returned),
-``after-exec`` (the new QEMU answers, guest loaded and paused), ``after-cont`` (the new QEMU was told to run the
-guest; live-update: cprload), ``before-kill-old`` (cpr-transfer: the new QEMU runs the guest, the old one lives).
+``after-launch`` (cpr-transfer: the new QEMU's launch stage runs, its PID not yet recorded), ``before-migrate``
+(the guest still runs; cprsave for the live-update series), ``after-stop`` (QEMU's STOP seen: the guest is
+paused), ``after-completed`` (the old QEMU's migration completed; live-update: cprsave returned), ``after-exec``
+(the new QEMU answers, guest loaded and paused), ``after-cont`` (the new QEMU was told to run the guest;
+live-update: cprload), ``before-kill-old`` (cpr-transfer: the new QEMU runs the guest, the old one lives).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,7 +23,7 @@ import signal
 import time
 
 ENV = "CPR_QEMU_TEST_FAULT"
-POINTS = ("before-migrate", "after-stop", "after-completed", "after-exec", "after-cont", "before-kill-old")
+POINTS = ("after-launch", "before-migrate", "after-stop", "after-completed", "after-exec", "after-cont", "before-kill-old")
 
 
 def point(name):

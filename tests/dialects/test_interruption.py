@@ -177,7 +177,7 @@ def test_vms_sharing_a_socket_directory_switch_at_once_and_finish_when_the_modul
 POINTS = {
     "cpr-exec": (("before-migrate", "rolled-back"), ("after-stop", "finished"), ("after-completed", "finished"),
                  ("after-exec", "finished"), ("after-cont", "finished")),
-    "cpr-transfer": (("before-migrate", "rolled-back"), ("after-stop", "finished"), ("after-completed", "finished"),
+    "cpr-transfer": (("after-launch", "rolled-back"), ("before-migrate", "rolled-back"), ("after-stop", "finished"), ("after-completed", "finished"),
                      ("after-exec", "finished"), ("after-cont", "finished"), ("before-kill-old", "finished")),
     "live-update": (("before-migrate", "rolled-back"), ("after-stop", "rolled-back"), ("after-exec", "finished"),
                     ("after-cont", "finished")),

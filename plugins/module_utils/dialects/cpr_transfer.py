@@ -101,7 +101,8 @@ def start_new_qemu(session):
 
     It must outlive this module, the SSH connection and Ansible.  Raises identity.IdentityError, before
     anything is started, when the old QEMU's identity cannot be reproduced (launch_command checks).  Returns
-    the process and its log's path.
+    the process, its log's path and the write end of its gate: nothing runs until a byte is written there, and
+    nothing ever runs once it is closed without one.
     """
     ident = identity.capture(session["pid"])
     # QEMU's own -run-with user=/chroot= would die in a QEMU that already runs as that user.
@@ -111,14 +112,32 @@ def start_new_qemu(session):
         # After the namespaces are open: they are the VM's QEMU's.
         if common.starttime(session["pid"]) != session["pid_starttime"]:
             raise identity.IdentityError("PID %d is no longer the VM's QEMU" % session["pid"])
-        cmd, kwargs = identity.launch_command(argv, ident, session["launcher"], namespaces, session["old_argv"])
-        log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        gate, gate_open = os.pipe()
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True, **kwargs)
+            cmd, kwargs = identity.launch_command(argv, ident, session["launcher"], namespaces, session["old_argv"],
+                                                  gate=gate)
+            log = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                        start_new_session=True, close_fds=True, **kwargs)
+            finally:
+                os.close(log)
+        except BaseException:
+            os.close(gate_open)
+            raise
         finally:
-            os.close(log)
-    return proc, log_path
+            os.close(gate)
+    return proc, log_path, gate_open
+
+
+def _open_gate(gate_open):
+    """Let the new QEMU start (start_new_qemu), once its PID is recorded."""
+    try:
+        os.write(gate_open, b"1")
+    except BrokenPipeError:
+        pass  # the launch stage is gone already: the wait for its listener sees it exit
+    finally:
+        os.close(gate_open)
 
 
 def _ended(returncode):
@@ -291,7 +310,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
 
     try:
         pids.move_aside()
-        proc, log_path = start_new_qemu(session)
+        proc, log_path, gate_open = start_new_qemu(session)
     except (identity.IdentityError, state.StateError, OSError) as e:
         pids.give_back()
         sockets.give_back(old_identity, qmp_host)
@@ -299,8 +318,15 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
         raise common.SwitchFailed("%s: the new QEMU was not started: %s; the guest was not paused"
                                   % (vm, e), guest="old QEMU, PID %d, %s" % (session["pid"], session["runstate_before"]),
                                   recovered=True)
-    new_start = common.starttime(proc.pid)
-    record(new_pid=proc.pid, new_pid_starttime=new_start, old_socket_backup=session["qmp_socket"] + OLD_SOCKET_SUFFIX)
+    try:
+        new_start = common.starttime(proc.pid)
+        fault.point("after-launch")
+        record(new_pid=proc.pid, new_pid_starttime=new_start,
+               old_socket_backup=session["qmp_socket"] + OLD_SOCKET_SUFFIX)
+    except BaseException:
+        os.close(gate_open)
+        raise
+    _open_gate(gate_open)
 
     def rollback(why):
         """Kill the new QEMU, give the old one its QMP path back, and resume the guest there."""

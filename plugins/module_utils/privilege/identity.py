@@ -135,6 +135,11 @@ def rlimit(name, soft, hard):
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 spec = json.loads(os.environ.pop(sys.argv[1]))
+if spec["gate"] is not None:
+    # The module records this PID before it opens the gate: if it dies first, nothing starts unrecorded.
+    if step("wait for the module", os.read, spec["gate"], 1) != b"1":
+        fail("wait for the module", "it is gone")
+    os.close(spec["gate"])
 for path in spec["cgroup_procs"]:
     step("join cgroup %s" % path, join, path)
 for kind, fd, flag in spec["namespaces"]:
@@ -557,14 +562,16 @@ def _drop_tail(argv, ident):
              "env", "-i", "--"] + env + list(argv))
 
 
-def launch_command(argv, ident, launcher=(), namespaces=None, old_argv=None, mountinfo="/proc/self/mountinfo"):
+def launch_command(argv, ident, launcher=(), namespaces=None, old_argv=None, mountinfo="/proc/self/mountinfo",
+                   gate=None):
     """(command, Popen keyword arguments) that start QEMU argv as the process of ``ident`` ran.
 
     The Popen'd PID becomes QEMU (every step execs).  ``launcher`` is a command prefix run
     as root (chroot, a namespace) that must exec its argument vector.  ``namespaces`` are the
-    fds of namespace_fds(ident), open until Popen.  The caller keeps stdin/stdout/stderr,
-    start_new_session and close_fds.  Raises IdentityError when ``problems`` refuses (with
-    ``old_argv``, the old QEMU's command line).
+    fds of namespace_fds(ident), open until Popen.  ``gate``, the read end of a pipe, holds the
+    launch until a byte comes through it: at end of file (its writer gone) nothing starts.  The
+    caller keeps stdin/stdout/stderr, start_new_session and close_fds.  Raises IdentityError when
+    ``problems`` refuses (with ``old_argv``, the old QEMU's command line).
     """
     namespaces = namespaces or {}
     if sorted(namespaces) != namespaces_to_join(ident):
@@ -580,7 +587,7 @@ def launch_command(argv, ident, launcher=(), namespaces=None, old_argv=None, mou
         "namespaces": [[kind, fd, JOINED_NAMESPACES[kind]] for kind, fd in sorted(namespaces.items())],
         "umask": ident["umask"], "no_new_privs": ident["no_new_privs"], "cwd": ident["cwd"],
         "groups": ident["groups"], "gid": ident["gid"], "uid": ident["uid"], "scheduling": ident["scheduling"],
-        "launcher": bool(launcher), "env": _env_dict(ident["environ"]),
+        "launcher": bool(launcher), "env": _env_dict(ident["environ"]), "gate": gate,
         "argv": list(launcher) + _drop_tail(argv, ident) if launcher else argv,
     }
     encoded = json.dumps(spec)
@@ -589,4 +596,5 @@ def launch_command(argv, ident, launcher=(), namespaces=None, old_argv=None, mou
                             % (len(encoded), SPEC_MAX))
     env = dict(os.environ)
     env[SPEC_VAR] = encoded
-    return [sys.executable, "-I", "-c", STAGE, SPEC_VAR], {"env": env, "cwd": "/", "pass_fds": tuple(namespaces.values())}
+    passed = tuple(namespaces.values()) + ((gate,) if gate is not None else ())
+    return [sys.executable, "-I", "-c", STAGE, SPEC_VAR], {"env": env, "cwd": "/", "pass_fds": passed}

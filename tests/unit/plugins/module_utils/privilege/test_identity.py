@@ -476,6 +476,29 @@ def test_launched_process_is_the_popend_pid_scheduled_and_limited_alike(other_pr
         proc.wait()
 
 
+@pytest.mark.parametrize("opened", [True, False])
+def test_nothing_starts_until_the_gate_opens_and_nothing_once_it_closed_unopened(other_process, opened):
+    """cpr_transfer records the new QEMU's PID before it opens the gate: a switch that dies in between (its
+    end of the pipe closed) leaves no process that nobody knows of."""
+    ident = identity.capture(other_process.pid)
+    gate, gate_open = os.pipe()
+    try:
+        with identity.namespace_fds(ident) as namespaces:
+            cmd, kwargs = identity.launch_command(["/bin/true"], ident, (), namespaces, gate=gate)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                    close_fds=True, **kwargs)
+    finally:
+        os.close(gate)
+    time.sleep(0.2)
+    assert proc.poll() is None  # held at the gate
+    if opened:
+        os.write(gate_open, b"1")
+    os.close(gate_open)
+    _out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == ((0, b"") if opened else (126, b"cpr.qemu identity launcher: wait for the "
+                                                                     b"module: it is gone\n"))
+
+
 @pytest.fixture
 def plain_process():
     """A process started as this one is, before the test changes this process's own I/O priority and THP flag."""
