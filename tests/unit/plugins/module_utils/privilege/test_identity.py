@@ -495,8 +495,8 @@ def test_nothing_starts_until_the_gate_opens_and_nothing_once_it_closed_unopened
         os.write(gate_open, b"1")
     os.close(gate_open)
     _out, err = proc.communicate(timeout=30)
-    assert (proc.returncode, err) == ((0, b"") if opened else (126, b"cpr.qemu identity launcher: wait for the "
-                                                                     b"module: it is gone\n"))
+    refused = (126, b"cpr.qemu identity launcher: wait for the module: it is gone\n")
+    assert (proc.returncode, err) == ((0, b"") if opened else refused)
 
 
 @pytest.fixture
