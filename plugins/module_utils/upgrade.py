@@ -16,6 +16,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import contextlib
 import os
 import time
 
@@ -188,20 +189,38 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             return True, s, "%s would be upgraded from QEMU %s to %s by %s" % (
                 label, facts["version"], target["version"], chosen)
         try:
-            sessions.acquire(state.lock_dir(key, create=True), s)
-        except sessions.LockError as e:
-            raise UpgradeError("%s: %s" % (label, e), error_kind="held")
+            state.lock_dir(key, create=True)
         except state.StateError as e:
             raise UpgradeError("%s: %s" % (label, e))
-        try:
-            os.close(state.open_work_dir(state.qemu_base(pid, work_dir), work_dir, uid, gid, create=True))
-            DIALECTS[chosen].arm(conn, s)
-        except (state.StateError, QMPError) as e:
-            sessions.release(s["lock_dir"])
-            raise UpgradeError("%s: preparing %s failed: %s" % (label, chosen, e))
+        # Held from before the session exists until QEMU is armed: a recovery never finds it half made.
+        with _holding(s):
+            try:
+                sessions.acquire(s["lock_dir"], s)
+            except sessions.LockError as e:
+                raise UpgradeError("%s: %s" % (label, e), error_kind="held")
+            try:
+                os.close(state.open_work_dir(state.qemu_base(pid, work_dir), work_dir, uid, gid, create=True))
+                DIALECTS[chosen].arm(conn, s)
+            except (state.StateError, QMPError) as e:
+                sessions.release(s["lock_dir"])
+                raise UpgradeError("%s: preparing %s failed: %s" % (label, chosen, e))
         return True, s, "%s is checked, locked and armed for %s to QEMU %s" % (label, chosen, target["version"])
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _holding(given):
+    """sessions.hold() of the session ``given`` names (by its key, not by a path it gives), for the ``with``
+    block: UpgradeError where another process (a recovery, another run) holds it."""
+    try:
+        fd = sessions.hold(state.lock_dir(given.get("key") or ""))
+    except (sessions.LockError, state.StateError) as e:
+        raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e), error_kind="held")
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _locked(given):
@@ -333,7 +352,13 @@ def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=
 
 
 def _switch(given, argv, timeout, switch_timeout, turn):
-    """The switch itself (in the detached child): re-check, pause (in its turn), hand over, resume."""
+    """The switch itself (in the detached child, which holds the session throughout): re-check, pause (in its
+    turn), hand over, resume."""
+    with _holding(given):
+        return _switch_held(given, argv, timeout, switch_timeout, turn)
+
+
+def _switch_held(given, argv, timeout, switch_timeout, turn):
     s = _locked(given)
     label, dialect = s["vm"], DIALECTS[s["dialect"]]
     if s["step"] != "saved":
@@ -418,6 +443,11 @@ def verify(given, timeout=5.0, check_mode=False):
         return True, _verified(given, given.get("new_binary"), given.get("pid") if given.get("dialect") in
                                EXEC_DIALECTS else None), \
             "%s would be verified on QEMU %s" % (given.get("vm"), given.get("new_version"))
+    with _holding(given):
+        return _verify_held(given, timeout, check_mode)
+
+
+def _verify_held(given, timeout, check_mode):
     s = _locked(given)
     label = s["vm"]
     if s["step"] != "switched":

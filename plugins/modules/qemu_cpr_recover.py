@@ -22,7 +22,9 @@ description:
   - When no new QEMU holds it, a migration under way is cancelled, the old QEMU gets its QMP socket back and
     the guest is resumed there.
   - A session whose switch ended but was not verified is verified (the guest resumed if needed).
-  - A session whose switching process still runs is left alone (C(in-progress)). A guest that no QEMU runs
+  - A session that a module is working on (checking, arming, switching or verifying it; it holds an flock on
+    the session's lock directory, which dies with it) or that another recovery is settling is left alone
+    (C(in-progress)). A guest that no QEMU runs
     any more (C(lost)) or whose QEMU does not answer (C(stuck)) is reported with the recovery steps and its
     lock kept.
   - Then the switch's files are removed and the lock released.

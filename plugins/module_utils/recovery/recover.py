@@ -17,7 +17,9 @@ where the guest is, and settling is deterministic:
   resume the guest there (``rolled-back``);
 - ``switched`` (only the verify step was missing): resume if needed, release
   (``finished``);
-- the owner still runs: nothing is done (``in-progress``); no QEMU holds the
+- a process holds the session (session.hold: a module checking, switching or
+  verifying it, another recovery), or its switch's owner still runs: nothing is
+  done (``in-progress``); no QEMU holds the
   guest any more (``lost``, with the recovery steps); a QEMU holds it but does
   not answer (``stuck``).
 
@@ -276,11 +278,36 @@ def _settle_step(s, timeout):
 
 
 def settle(lock_dir, s, timeout=5.0, check_mode=False):
-    """Settle one session; returns ``{vm, qmp_socket, key, step, action, guest, recovered, msg}``."""
+    """Settle one session, holding it (session.hold) and reading it again once held; returns ``{vm, qmp_socket,
+    key, step, action, guest, recovered, msg}``, or None where its holder ended it meanwhile."""
+    if s.get("step") == "unreadable":
+        return _settle(lock_dir, s, timeout, check_mode)
+    try:
+        held = sessions.hold(lock_dir)
+    except sessions.LockError as e:
+        return dict(_described(s), action="in-progress", guest="unknown", recovered=False,
+                    msg="%s: %s; nothing was done" % (s.get("vm"), e))
+    try:
+        try:
+            s = sessions.read(lock_dir)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            s = {"step": "unreadable"}
+        return _settle(lock_dir, s, timeout, check_mode)
+    finally:
+        os.close(held)
+
+
+def _described(s):
     old = s.get("old_binary") or {}
-    out = {"vm": s.get("vm"), "qmp_socket": s.get("qmp_socket_host"), "key": s.get("key"), "step": s.get("step"),
-           "dialect": s.get("dialect"), "old_version": s.get("old_version"), "new_version": s.get("new_version"),
-           "old_binary": {"path": old.get("path"), "root": old.get("root")} if old else None}
+    return {"vm": s.get("vm"), "qmp_socket": s.get("qmp_socket_host"), "key": s.get("key"), "step": s.get("step"),
+            "dialect": s.get("dialect"), "old_version": s.get("old_version"), "new_version": s.get("new_version"),
+            "old_binary": {"path": old.get("path"), "root": old.get("root")} if old else None}
+
+
+def _settle(lock_dir, s, timeout, check_mode):
+    out = _described(s)
     if s.get("step") == "unreadable":
         return dict(out, action="stuck", guest="unknown", recovered=False,
                     msg="the session in %s cannot be read: check the VM with qemu_cpr_info" % lock_dir)
@@ -311,5 +338,6 @@ def settle(lock_dir, s, timeout=5.0, check_mode=False):
 def settle_all(qmp_sockets=(), timeout=5.0, check_mode=False, base=state.LOCK_BASE):
     """Settle every session of this host (or those of the VMs behind ``qmp_sockets``)."""
     wanted = set(qmp_sockets)
-    return [settle(lock_dir, s, timeout, check_mode) for lock_dir, s in found(base)
-            if not wanted or s.get("qmp_socket_host") in wanted or s.get("qmp_socket") in wanted]
+    settled = [settle(lock_dir, s, timeout, check_mode) for lock_dir, s in found(base)
+               if not wanted or s.get("qmp_socket_host") in wanted or s.get("qmp_socket") in wanted]
+    return [outcome for outcome in settled if outcome is not None]

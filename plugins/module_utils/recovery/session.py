@@ -17,6 +17,7 @@ given is the one the lock holds.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import fcntl
 import json
 import os
 import time
@@ -60,6 +61,31 @@ def acquire(lock_dir, session):
         _write(lock_path(lock_dir), session)
     except FileExistsError:
         raise LockError(held_message(lock_dir))
+
+
+def hold(lock_dir):
+    """Hold the VM's session while this process works on it: an flock on its lock directory, which the kernel
+    lets go when the last descriptor of it closes, so a holder that dies (SIGKILL, OOM) lets go too, and the
+    children it forks (the detached switch) hold it with it. Returns the descriptor, for the caller to close.
+
+    Raises LockError where another process holds it: a recovery must not settle a session that a module is
+    checking, switching or verifying, nor a module work on one that a recovery is settling. Every holder holds
+    it before it reads the session, so whoever comes second sees what the first left.
+    """
+    try:
+        fd = os.open(lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LockError("no live upgrade of this VM is in progress (no %s)" % lock_dir)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockError("another process is working on this VM's live upgrade right now (it holds %s): try "
+                        "again once it is done" % lock_dir)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def held_message(lock_dir):

@@ -6,12 +6,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import shutil
 import signal
 import threading
 
 import pytest
 
 from ansible_collections.cpr.qemu.plugins.module_utils import upgrade
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session as sessions, state
 
 
 def test_switch_at_once_runs_the_switches_together_and_keeps_each_outcome(monkeypatch):
@@ -37,6 +39,27 @@ def test_switch_at_once_runs_the_switches_together_and_keeps_each_outcome(monkey
     assert out[1]["failed"] and out[1]["recovered"] and out[1]["guest"] == "old QEMU, PID 2, running"
     assert out[2]["failed"] and "unexpectedly" in out[2]["msg"] and "qemu_cpr_recover" in out[2]["msg"]
     assert out[2]["recovered"] is False and out[2]["guest"] == "unknown"
+
+
+def test_no_step_works_on_a_session_another_process_holds():
+    """A recovery settling a session (or another module on it) holds it: the switch and the verification
+    refuse before they read it, and leave it as it is. (An flock conflicts between open files, so this
+    process's own hold stands for another's.)"""
+    given = {"vm": "vm1", "key": "cpr-qemu-unit-test-%016x" % os.getpid(), "token": "t1", "step": "switched"}
+    lock_dir = state.lock_dir(given["key"], create=True)
+    try:
+        sessions.acquire(lock_dir, given)
+        held = sessions.hold(lock_dir)
+        try:
+            for step in (lambda: upgrade._switch(given, None, 1.0, 1.0, None), lambda: upgrade.verify(given)):
+                with pytest.raises(upgrade.UpgradeError, match="another process is working") as e:
+                    step()
+                assert e.value.details["error_kind"] == "held"
+        finally:
+            os.close(held)
+        assert sessions.read(lock_dir) == given
+    finally:
+        shutil.rmtree(lock_dir)
 
 
 def test_a_session_that_needs_no_switch_starts_no_child(monkeypatch):

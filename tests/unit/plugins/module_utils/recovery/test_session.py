@@ -6,11 +6,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import signal
 import stat
+import time
 
 import pytest
 
-from ansible_collections.cpr.qemu.plugins.module_utils.recovery import session, state
+from ansible_collections.cpr.qemu.plugins.module_utils.recovery import recover, session, state
 from ansible_collections.cpr.qemu.plugins.module_utils.dialects import switch
 
 KEY = "qmp.sock-0123456789abcdef"
@@ -26,6 +28,69 @@ def lock_dir(tmp_path):
     base = tmp_path / "base"
     base.mkdir(mode=0o700)
     return state.lock_dir(KEY, str(base), create=True)
+
+
+def _hold_elsewhere(lock_dir):
+    """A child process that holds LOCK_DIR (session.hold) until it is killed, as a module or a recovery would."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            session.hold(lock_dir)
+            os.write(ready_w, b"1")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+    finally:
+        os.close(ready_r)
+    return pid
+
+
+def _kill(pid):
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_a_session_is_held_by_one_process_at_a_time_and_let_go_when_it_dies(lock_dir):
+    holder = _hold_elsewhere(lock_dir)
+    try:
+        with pytest.raises(session.LockError, match="another process is working on this VM's live upgrade"):
+            session.hold(lock_dir)
+    finally:
+        _kill(holder)  # SIGKILL, as the OOM killer: the kernel lets the lock go
+    os.close(session.hold(lock_dir))
+
+
+def test_the_detached_child_holds_with_the_process_that_forked_it(lock_dir):
+    fd = session.hold(lock_dir)
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    os.close(fd)  # the module is gone; the switch it forked goes on
+    try:
+        with pytest.raises(session.LockError):
+            session.hold(lock_dir)
+    finally:
+        _kill(child)
+    os.close(session.hold(lock_dir))
+
+
+def test_a_recovery_leaves_a_session_alone_while_another_process_holds_it(lock_dir):
+    """A module between loading a saved session and marking it switching (its re-checks) holds it: a recovery
+    run meanwhile (a second playbook run) must neither disarm QEMU nor release the lock under it."""
+    session.acquire(lock_dir, dict(_session(), vm="vm1", pid=1, qmp_socket_host="/nonexistent/qmp.sock"))
+    holder = _hold_elsewhere(lock_dir)
+    try:
+        out = recover.settle(lock_dir, session.read(lock_dir), timeout=1.0)
+    finally:
+        _kill(holder)
+    assert out["action"] == "in-progress" and not out["recovered"], out
+    assert "another process is working" in out["msg"]
+    assert session.read(lock_dir)["step"] == "saved"
 
 
 def test_the_lock_is_exclusive_and_names_the_holder(lock_dir):
