@@ -192,8 +192,8 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
             state.lock_dir(key, create=True)
         except state.StateError as e:
             raise UpgradeError("%s: %s" % (label, e))
-        # Held from before the session exists until QEMU is armed: a recovery never finds it half made.
-        with _holding(s):
+        # Held from before the session exists until QEMU is armed: a recovery leaves it alone meanwhile.
+        with _holding(s, timeout):
             try:
                 sessions.acquire(s["lock_dir"], s)
             except sessions.LockError as e:
@@ -210,13 +210,16 @@ def prepare(qmp_socket, new_binary, dialect="auto", new_root=None, launcher=None
 
 
 @contextlib.contextmanager
-def _holding(given):
+def _holding(given, wait, **untouched):
     """sessions.hold() of the session ``given`` names (by its key, not by a path it gives), for the ``with``
-    block: UpgradeError where another process (a recovery, another run) holds it."""
+    block, waiting up to ``wait`` seconds for a brief holder (a recovery); UpgradeError (with ``untouched``'s
+    details) where another process (a recovery, another run) still holds it."""
     try:
-        fd = sessions.hold(state.lock_dir(given.get("key") or ""))
+        fd = sessions.hold(state.lock_dir(given.get("key") or ""), wait)
+    except sessions.Held as e:
+        raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e), error_kind="held", **untouched)
     except (sessions.LockError, state.StateError) as e:
-        raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e), error_kind="held")
+        raise UpgradeError("%s: %s" % (given.get("vm", "VM"), e), **untouched)
     try:
         yield
     finally:
@@ -354,7 +357,7 @@ def switch_at_once(given_sessions, timeout=5.0, switch_timeout=60.0, check_mode=
 def _switch(given, argv, timeout, switch_timeout, turn):
     """The switch itself (in the detached child, which holds the session throughout): re-check, pause (in its
     turn), hand over, resume."""
-    with _holding(given):
+    with _holding(given, timeout, guest="as it was: this switch did not start", recovered=True):
         return _switch_held(given, argv, timeout, switch_timeout, turn)
 
 
@@ -443,7 +446,7 @@ def verify(given, timeout=5.0, check_mode=False):
         return True, _verified(given, given.get("new_binary"), given.get("pid") if given.get("dialect") in
                                EXEC_DIALECTS else None), \
             "%s would be verified on QEMU %s" % (given.get("vm"), given.get("new_version"))
-    with _holding(given):
+    with _holding(given, timeout):
         return _verify_held(given, timeout, check_mode)
 
 

@@ -229,6 +229,13 @@ diff:
       description: The VM, as named in messages.
       type: str
       sample: VM web1 (/run/vm/web1/qmp.sock)
+error_kind:
+  description:
+    - On failure, where it is one an automation may act on; V(held) - another run's session, or a module or a
+      recovery working on this VM's session right now, held the VM, and this step did nothing.
+  returned: failure, where known
+  type: str
+  sample: held
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

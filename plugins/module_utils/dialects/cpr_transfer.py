@@ -130,6 +130,17 @@ def start_new_qemu(session):
     return proc, log_path, gate_open
 
 
+def _unlaunch(proc, gate_open):
+    """Close the gate unopened (start_new_qemu): the launch stage ends at its end of file, having started
+    nothing; wait for it."""
+    os.close(gate_open)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _open_gate(gate_open):
     """Let the new QEMU start (start_new_qemu), once its PID is recorded."""
     try:
@@ -323,6 +334,15 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
         fault.point("after-launch")
         record(new_pid=proc.pid, new_pid_starttime=new_start,
                old_socket_backup=session["qmp_socket"] + OLD_SOCKET_SUFFIX)
+    except Exception as e:
+        _unlaunch(proc, gate_open)
+        pids.give_back()
+        sockets.give_back(old_identity, qmp_host)
+        _clean_work_dir(session)
+        raise common.SwitchFailed("%s: the new QEMU's PID could not be recorded (%s), so it was not let start; the "
+                                  "guest was not paused" % (vm, e),
+                                  guest="old QEMU, PID %d, %s" % (session["pid"], session["runstate_before"]),
+                                  recovered=True)
     except BaseException:
         os.close(gate_open)
         raise

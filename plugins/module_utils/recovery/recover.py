@@ -56,17 +56,28 @@ def found(base=state.LOCK_BASE):
     A session made in another PID namespace (a container sharing /run) is not this host's: its PIDs mean
     other processes here.
     """
-    out, ours = [], os.readlink("/proc/self/ns/pid")
+    out = []
     for lock_dir in state.lock_dirs(base):
-        try:
-            s = sessions.read(lock_dir)
-        except FileNotFoundError:
-            continue  # only the new QEMU's log is left: no upgrade in progress
-        except (OSError, ValueError):
-            s = {"step": "unreadable"}
-        if s.get("pid_ns", ours) == ours:
+        s = _read(lock_dir)
+        if s is not None and _ours(s):
             out.append((lock_dir, s))
     return out
+
+
+def _read(lock_dir):
+    """The session in LOCK_DIR; None where there is none (only the new QEMU's log is left)."""
+    try:
+        return sessions.read(lock_dir)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"step": "unreadable"}
+
+
+def _ours(s):
+    """Whether a session was made in this PID namespace (its PIDs mean processes here)."""
+    ours = os.readlink("/proc/self/ns/pid")
+    return s.get("pid_ns", ours) == ours
 
 
 def _alive(pid, start):
@@ -280,20 +291,17 @@ def _settle_step(s, timeout):
 def settle(lock_dir, s, timeout=5.0, check_mode=False):
     """Settle one session, holding it (session.hold) and reading it again once held; returns ``{vm, qmp_socket,
     key, step, action, guest, recovered, msg}``, or None where its holder ended it meanwhile."""
-    if s.get("step") == "unreadable":
-        return _settle(lock_dir, s, timeout, check_mode)
     try:
         held = sessions.hold(lock_dir)
-    except sessions.LockError as e:
+    except sessions.Held as e:
         return dict(_described(s), action="in-progress", guest="unknown", recovered=False,
                     msg="%s: %s; nothing was done" % (s.get("vm"), e))
+    except sessions.LockError:
+        return None  # its lock directory is gone
     try:
-        try:
-            s = sessions.read(lock_dir)
-        except FileNotFoundError:
+        s = _read(lock_dir)
+        if s is None or not _ours(s):
             return None
-        except (OSError, ValueError):
-            s = {"step": "unreadable"}
         return _settle(lock_dir, s, timeout, check_mode)
     finally:
         os.close(held)

@@ -39,6 +39,10 @@ class LockError(Exception):
     pass
 
 
+class Held(LockError):
+    """Another process holds the session right now (hold())."""
+
+
 def new_token():
     return uuid.uuid4().hex
 
@@ -56,36 +60,51 @@ def _write(path, session):
 
 
 def acquire(lock_dir, session):
-    """Take the VM's lock by writing the session; refuse if another run holds it."""
+    """Take the VM's lock by writing the session, whole (a reader never finds it half written: it is written
+    aside, then linked into place); refuse if another run holds it."""
+    path = lock_path(lock_dir)
+    aside = path + ".new-%d" % os.getpid()
     try:
-        _write(lock_path(lock_dir), session)
+        os.unlink(aside)
+    except FileNotFoundError:
+        pass
+    _write(aside, session)
+    try:
+        os.link(aside, path)
     except FileExistsError:
         raise LockError(held_message(lock_dir))
+    finally:
+        os.unlink(aside)
 
 
-def hold(lock_dir):
+def hold(lock_dir, wait=0.0):
     """Hold the VM's session while this process works on it: an flock on its lock directory, which the kernel
-    lets go when the last descriptor of it closes, so a holder that dies (SIGKILL, OOM) lets go too, and the
-    children it forks (the detached switch) hold it with it. Returns the descriptor, for the caller to close.
+    lets go when the descriptor closes, so a holder that dies (SIGKILL, OOM) lets go too. The detached switch
+    takes a hold of its own. Returns the descriptor, for the caller to close.
 
-    Raises LockError where another process holds it: a recovery must not settle a session that a module is
-    checking, switching or verifying, nor a module work on one that a recovery is settling. Every holder holds
-    it before it reads the session, so whoever comes second sees what the first left.
+    Raises Held where another process still holds it after ``wait`` seconds: a recovery must not settle a
+    session that a module is checking, switching or verifying, nor a module work on one that a recovery is
+    settling. Every holder holds it before it reads the session, so whoever comes second sees what the first
+    left. LockError where there is no lock directory.
     """
     try:
         fd = os.open(lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise LockError("no live upgrade of this VM is in progress (no %s)" % lock_dir)
+    deadline = time.monotonic() + wait
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LockError("another process is working on this VM's live upgrade right now (it holds %s): try "
-                        "again once it is done" % lock_dir)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Held("another process is working on this VM's live upgrade right now (it holds %s): try "
+                               "again once it is done" % lock_dir)
+                time.sleep(0.05)
     except BaseException:
         os.close(fd)
         raise
-    return fd
 
 
 def held_message(lock_dir):

@@ -51,10 +51,14 @@ def test_no_step_works_on_a_session_another_process_holds():
         sessions.acquire(lock_dir, given)
         held = sessions.hold(lock_dir)
         try:
-            for step in (lambda: upgrade._switch(given, None, 1.0, 1.0, None), lambda: upgrade.verify(given)):
-                with pytest.raises(upgrade.UpgradeError, match="another process is working") as e:
-                    step()
-                assert e.value.details["error_kind"] == "held"
+            with pytest.raises(upgrade.UpgradeError, match="another process is working") as e:
+                upgrade._switch(given, None, 0.2, 1.0, None)
+            # A roll-out reads a switch's refusal as a guest left as it was, not as one lost.
+            assert e.value.details == {"error_kind": "held", "guest": "as it was: this switch did not start",
+                                       "recovered": True}
+            with pytest.raises(upgrade.UpgradeError, match="another process is working") as e:
+                upgrade.verify(given, 0.2)
+            assert e.value.details == {"error_kind": "held"}
         finally:
             os.close(held)
         assert sessions.read(lock_dir) == given

@@ -30,15 +30,16 @@ def lock_dir(tmp_path):
     return state.lock_dir(KEY, str(base), create=True)
 
 
-def _hold_elsewhere(lock_dir):
-    """A child process that holds LOCK_DIR (session.hold) until it is killed, as a module or a recovery would."""
+def _hold_elsewhere(lock_dir, for_s=60):
+    """A child process that holds LOCK_DIR (session.hold) for FOR_S seconds or until it is killed, as a module,
+    the detached switch or a recovery would."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             session.hold(lock_dir)
             os.write(ready_w, b"1")
-            time.sleep(60)
+            time.sleep(for_s)
         finally:
             os._exit(0)
     os.close(ready_w)
@@ -57,26 +58,34 @@ def _kill(pid):
 def test_a_session_is_held_by_one_process_at_a_time_and_let_go_when_it_dies(lock_dir):
     holder = _hold_elsewhere(lock_dir)
     try:
-        with pytest.raises(session.LockError, match="another process is working on this VM's live upgrade"):
-            session.hold(lock_dir)
+        with pytest.raises(session.Held, match="another process is working on this VM's live upgrade"):
+            session.hold(lock_dir, wait=0.2)
     finally:
         _kill(holder)  # SIGKILL, as the OOM killer: the kernel lets the lock go
     os.close(session.hold(lock_dir))
 
 
-def test_the_detached_child_holds_with_the_process_that_forked_it(lock_dir):
-    fd = session.hold(lock_dir)
-    child = os.fork()
-    if child == 0:
-        time.sleep(60)
-        os._exit(0)
-    os.close(fd)  # the module is gone; the switch it forked goes on
+def test_a_brief_holder_is_waited_for(lock_dir):
+    holder = _hold_elsewhere(lock_dir, for_s=0.3)
     try:
-        with pytest.raises(session.LockError):
-            session.hold(lock_dir)
+        os.close(session.hold(lock_dir, wait=10))
     finally:
-        _kill(child)
-    os.close(session.hold(lock_dir))
+        os.waitpid(holder, 0)
+
+
+def test_a_missing_lock_directory_is_no_hold(lock_dir):
+    with pytest.raises(session.LockError, match="no live upgrade of this VM is in progress") as e:
+        session.hold(lock_dir + "-gone")
+    assert not isinstance(e.value, session.Held)
+
+
+def test_the_session_appears_whole_or_not_at_all(lock_dir):
+    """Written aside and linked into place: a recovery reading it meanwhile never finds half of it."""
+    session.acquire(lock_dir, _session())
+    assert sorted(os.listdir(lock_dir)) == [session.LOCK_NAME]
+    with pytest.raises(session.LockError):
+        session.acquire(lock_dir, _session("t2"))
+    assert sorted(os.listdir(lock_dir)) == [session.LOCK_NAME] and session.read(lock_dir)["token"] == "t1"
 
 
 def test_a_recovery_leaves_a_session_alone_while_another_process_holds_it(lock_dir):
