@@ -196,9 +196,7 @@ diff:
     before_header: VM web1 (/run/vm/web1/qmp.sock)
     after_header: VM web1 (/run/vm/web1/qmp.sock)
 error_kind:
-  description:
-    - On failure, where it is one an automation may act on; V(held) - another run's session, or a module or a
-      recovery working on this VM's session right now, held the VM, and this step did nothing.
+  description: As RV(cpr.qemu.qemu_cprsave#module:error_kind).
   returned: failure, where known
   type: str
   sample: held

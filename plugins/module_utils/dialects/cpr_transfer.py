@@ -319,16 +319,20 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
     # Taken after the link, which changes the socket's ctime.
     old_identity = common.socket_identity(qmp_host)
 
+    def not_started(why):
+        """Undo what was done for the launch; the guest was never paused."""
+        pids.give_back()
+        sockets.give_back(old_identity, qmp_host)
+        _clean_work_dir(session)
+        return common.SwitchFailed("%s: %s; the guest was not paused" % (vm, why),
+                                   guest="old QEMU, PID %d, %s" % (session["pid"], session["runstate_before"]),
+                                   recovered=True)
+
     try:
         pids.move_aside()
         proc, log_path, gate_open = start_new_qemu(session)
     except (identity.IdentityError, state.StateError, OSError) as e:
-        pids.give_back()
-        sockets.give_back(old_identity, qmp_host)
-        _clean_work_dir(session)
-        raise common.SwitchFailed("%s: the new QEMU was not started: %s; the guest was not paused"
-                                  % (vm, e), guest="old QEMU, PID %d, %s" % (session["pid"], session["runstate_before"]),
-                                  recovered=True)
+        raise not_started("the new QEMU was not started: %s" % e)
     try:
         new_start = common.starttime(proc.pid)
         fault.point("after-launch")
@@ -336,13 +340,7 @@ def _switch(conn, session, sockets, pids, timeout, qmp_timeout, record, turn):
                old_socket_backup=session["qmp_socket"] + OLD_SOCKET_SUFFIX)
     except Exception as e:
         _unlaunch(proc, gate_open)
-        pids.give_back()
-        sockets.give_back(old_identity, qmp_host)
-        _clean_work_dir(session)
-        raise common.SwitchFailed("%s: the new QEMU's PID could not be recorded (%s), so it was not let start; the "
-                                  "guest was not paused" % (vm, e),
-                                  guest="old QEMU, PID %d, %s" % (session["pid"], session["runstate_before"]),
-                                  recovered=True)
+        raise not_started("the new QEMU's PID could not be recorded (%s), so it was not let start" % e)
     except BaseException:
         os.close(gate_open)
         raise

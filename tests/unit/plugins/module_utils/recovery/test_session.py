@@ -79,8 +79,9 @@ def test_a_missing_lock_directory_is_no_hold(lock_dir):
     assert not isinstance(e.value, session.Held)
 
 
-def test_the_session_appears_whole_or_not_at_all(lock_dir):
-    """Written aside and linked into place: a recovery reading it meanwhile never finds half of it."""
+def test_the_session_written_aside_leaves_nothing_beside_it(lock_dir):
+    """acquire writes the session aside and links it into place (a reader never finds half of it): the file
+    aside is gone whether the link took or another run's session was there."""
     session.acquire(lock_dir, _session())
     assert sorted(os.listdir(lock_dir)) == [session.LOCK_NAME]
     with pytest.raises(session.LockError):
